@@ -1,0 +1,239 @@
+"""The ways to compute a CondConv convolution, and the choice between them.
+
+Every function here returns the literal mixture ``sum_i r_i * conv(x, W_i)`` (bias excluded),
+for a batch of inputs ``x`` (channels last), a stacked kernel ``(num_experts, *kernel_shape)``
+and routing weights ``r`` of shape ``(batch, num_experts)`` or, for per-channel routing,
+``(batch, num_experts, out_channels)``. They differ only in cost, and which is cheapest depends
+on the backend, the kind of convolution and the batch size (see ``choose_strategy``):
+
+- ``mixture``: the experts as one wide convolution, then a weighted sum of their outputs.
+  ``num_experts`` times the convolution FLOPs, but a single large batched convolution.
+- ``grouped``: the per-example kernel ``sum_i r_i W_i``, with the batch folded into the channels
+  so one grouped (or depthwise) convolution runs every example with its own kernel.
+- ``patches``: the per-example kernel applied as shifted slices of the input times per-example
+  matrices (im2col and a batched matmul for full convolutions, shifted multiply-adds for
+  depthwise ones). Plain tensor algebra; fastest where the backend's convolution gradients are
+  slow (XLA on CPU).
+- ``single``: batch size 1, the paper's inference path: mix the kernel, run one convolution.
+
+Only ``keras.ops`` is used, so every formulation runs on every backend.
+"""
+
+from keras import backend, ops
+
+STRATEGIES = ("auto", "mixture", "grouped", "patches", "single")
+
+
+def mix_kernels(routing_weights, kernel):
+    """Per-example kernels ``sum_i r[b, i] * kernel[i]``: ``(batch, *kernel.shape[1:])``.
+
+    With per-channel routing (``r`` of rank 3), each output channel (the kernel's last axis)
+    has its own weight per expert.
+    """
+    num_experts = kernel.shape[0]
+    out_channels = kernel.shape[-1]
+    if len(routing_weights.shape) == 2:
+        flat = ops.reshape(kernel, (num_experts, -1))
+        mixed = ops.matmul(routing_weights, flat)
+    else:
+        flat = ops.reshape(kernel, (num_experts, -1, out_channels))
+        mixed = ops.einsum("bnf,nkf->bkf", routing_weights, flat)
+    return ops.reshape(mixed, (-1,) + tuple(kernel.shape[1:]))
+
+
+def mix_bias(routing_weights, bias):
+    """Per-example bias ``sum_i r[b, i] * bias[i]``: ``(batch, out_channels)``."""
+    if len(routing_weights.shape) == 2:
+        return ops.matmul(routing_weights, bias)
+    return ops.sum(routing_weights * bias[None], axis=1)
+
+
+def weighted_sum_of_experts(outputs, routing_weights):
+    """``outputs`` (batch, ..., num_experts, out_channels) summed over experts with ``r``."""
+    if len(routing_weights.shape) == 2:
+        return ops.einsum("b...nf,bn->b...f", outputs, routing_weights)
+    return ops.einsum("b...nf,bnf->b...f", outputs, routing_weights)
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def conv_output_size(size, kernel, stride, dilation, padding):
+    extent = (kernel - 1) * dilation + 1
+    if padding == "same":
+        return -(-size // stride)
+    return (size - extent) // stride + 1
+
+
+def _pad_same(x, kernel_size, strides, dilation_rate):
+    """Zero-pad ``x`` the way TensorFlow's ``SAME`` does (extra pixel after)."""
+    pads = [(0, 0)]
+    for axis, (k, s, d) in enumerate(zip(kernel_size, strides, dilation_rate), start=1):
+        size = x.shape[axis]
+        out = -(-size // s)
+        total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+        pads.append((total // 2, total - total // 2))
+    pads.append((0, 0))
+    if all(p == (0, 0) for p in pads):
+        return x
+    return ops.pad(x, pads)
+
+
+def _shifted_slices(x, kernel_size, strides, padding, dilation_rate):
+    """The ``kh * kw`` strided views of ``x`` that each kernel tap multiplies, row-major."""
+    if padding == "same":
+        x = _pad_same(x, kernel_size, strides, dilation_rate)
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, strides, dilation_rate
+    out_h = (x.shape[1] - (kh - 1) * dh - 1) // sh + 1
+    out_w = (x.shape[2] - (kw - 1) * dw - 1) // sw + 1
+    return [
+        x[:, i * dh : i * dh + (out_h - 1) * sh + 1 : sh, j * dw : j * dw + (out_w - 1) * sw + 1 : sw, :]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+
+
+# --- full convolutions: kernel (num_experts, kh, kw, in_channels, filters) -----------------
+
+
+def conv_mixture(x, kernel, r, strides, padding, dilation_rate):
+    n, kh, kw, cin, f = kernel.shape
+    stacked = ops.reshape(ops.transpose(kernel, (1, 2, 3, 0, 4)), (kh, kw, cin, n * f))
+    y = ops.conv(x, stacked, strides=strides, padding=padding, dilation_rate=dilation_rate)
+    y = ops.reshape(y, (-1, y.shape[1], y.shape[2], n, f))
+    return weighted_sum_of_experts(y, r)
+
+
+def conv_grouped(x, kernel, r, strides, padding, dilation_rate):
+    _, kh, kw, cin, f = kernel.shape
+    height, width = ops.shape(x)[1], ops.shape(x)[2]
+    mixed = mix_kernels(r, kernel)  # (B, kh, kw, cin, f)
+    folded_kernel = ops.reshape(ops.transpose(mixed, (1, 2, 3, 0, 4)), (kh, kw, cin, -1))
+    folded_x = ops.reshape(ops.transpose(x, (1, 2, 0, 3)), (1, height, width, -1))
+    y = ops.conv(folded_x, folded_kernel, strides=strides, padding=padding, dilation_rate=dilation_rate)
+    y = ops.reshape(y, (y.shape[1], y.shape[2], -1, f))
+    return ops.transpose(y, (2, 0, 1, 3))
+
+
+def conv_patches(x, kernel, r, strides, padding, dilation_rate):
+    _, kh, kw, cin, f = kernel.shape
+    mixed = ops.reshape(mix_kernels(r, kernel), (-1, kh * kw * cin, f))
+    slices = _shifted_slices(x, (kh, kw), strides, padding, dilation_rate)
+    patches = slices[0] if len(slices) == 1 else ops.concatenate(slices, axis=-1)
+    out_h, out_w = patches.shape[1], patches.shape[2]
+    patches = ops.reshape(patches, (-1, out_h * out_w, kh * kw * cin))
+    y = ops.matmul(patches, mixed)
+    return ops.reshape(y, (-1, out_h, out_w, f))
+
+
+def _mix_one(r, kernel, mix):
+    """The one example's kernel. A vector-tensor contraction: faster than a 1-row matmul on
+    every backend (it streams all experts' weights once; see the README's inference notes)."""
+    if len(r.shape) == 2:
+        return ops.tensordot(r[0], kernel, axes=1)
+    return mix(r, kernel)[0]
+
+
+def conv_single(x, kernel, r, strides, padding, dilation_rate):
+    mixed = _mix_one(r, kernel, mix_kernels)
+    return ops.conv(x, mixed, strides=strides, padding=padding, dilation_rate=dilation_rate)
+
+
+# --- depthwise convolutions: kernel (num_experts, kh, kw, in_channels, depth_multiplier) ---
+
+
+def depthwise_mixture(x, kernel, r, strides, padding, dilation_rate):
+    n, kh, kw, cin, m = kernel.shape
+    stacked = ops.reshape(ops.transpose(kernel, (1, 2, 3, 0, 4)), (kh, kw, cin, n * m))
+    y = ops.depthwise_conv(x, stacked, strides=strides, padding=padding, dilation_rate=dilation_rate)
+    # Depthwise output channel c * (n * m) + i * m + j is expert i's channel c * m + j.
+    y = ops.reshape(y, (-1, y.shape[1], y.shape[2], cin, n, m))
+    y = ops.transpose(y, (0, 1, 2, 4, 3, 5))
+    y = ops.reshape(y, (-1, y.shape[1], y.shape[2], n, cin * m))
+    return weighted_sum_of_experts(y, r)
+
+
+def depthwise_grouped(x, kernel, r, strides, padding, dilation_rate):
+    _, kh, kw, cin, m = kernel.shape
+    height, width = ops.shape(x)[1], ops.shape(x)[2]
+    mixed = _mix_depthwise(r, kernel)  # (B, kh, kw, cin, m)
+    folded_kernel = ops.reshape(ops.transpose(mixed, (1, 2, 0, 3, 4)), (kh, kw, -1, m))
+    folded_x = ops.reshape(ops.transpose(x, (1, 2, 0, 3)), (1, height, width, -1))
+    y = ops.depthwise_conv(
+        folded_x, folded_kernel, strides=strides, padding=padding, dilation_rate=dilation_rate
+    )
+    y = ops.reshape(y, (y.shape[1], y.shape[2], -1, cin * m))
+    return ops.transpose(y, (2, 0, 1, 3))
+
+
+def depthwise_patches(x, kernel, r, strides, padding, dilation_rate):
+    _, kh, kw, cin, m = kernel.shape
+    mixed = _mix_depthwise(r, kernel)  # (B, kh, kw, cin, m)
+    slices = _shifted_slices(x, (kh, kw), strides, padding, dilation_rate)
+    y = None
+    for tap, piece in enumerate(slices):
+        weights = mixed[:, tap // kw, tap % kw]  # (B, cin, m)
+        if m == 1:
+            term = piece * weights[:, None, None, :, 0]
+        else:
+            term = ops.reshape(
+                piece[..., None] * weights[:, None, None], (-1, piece.shape[1], piece.shape[2], cin * m)
+            )
+        y = term if y is None else y + term
+    return y
+
+
+def depthwise_single(x, kernel, r, strides, padding, dilation_rate):
+    mixed = _mix_one(r, kernel, _mix_depthwise)
+    return ops.depthwise_conv(x, mixed, strides=strides, padding=padding, dilation_rate=dilation_rate)
+
+
+def _mix_depthwise(r, kernel):
+    """Per-example depthwise kernels; per-channel routing weights index ``cin * m`` outputs."""
+    if len(r.shape) == 2:
+        return mix_kernels(r, kernel)
+    n, kh, kw, cin, m = kernel.shape
+    flat = ops.reshape(kernel, (n, kh * kw, cin * m))
+    mixed = ops.einsum("bnf,nkf->bkf", r, flat)
+    return ops.reshape(mixed, (-1, kh, kw, cin, m))
+
+
+FULL = {
+    "mixture": conv_mixture,
+    "grouped": conv_grouped,
+    "patches": conv_patches,
+    "single": conv_single,
+}
+DEPTHWISE = {
+    "mixture": depthwise_mixture,
+    "grouped": depthwise_grouped,
+    "patches": depthwise_patches,
+    "single": depthwise_single,
+}
+
+
+def choose_strategy(kind, kernel_size, batch_size, backend_name=None, strides=(1, 1)):
+    """The fastest formulation for ``kind`` ("full" or "depthwise") on this backend.
+
+    Chosen from ``benchmarks/condconv.py`` on 2-core CPUs (training step at batch 32, ratio to
+    the plain layer; figures in the README):
+    - batch size 1 (inference, the exported graph): one convolution with the mixed kernel, as
+      the paper prescribes; except depthwise on JAX, where XLA's CPU depthwise convolution is
+      itself slower than nine shifted multiply-adds;
+    - JAX: shifted slices and batched matmuls (``patches``); XLA's CPU convolution gradients,
+      grouped ones worst of all, are slow (3x3: patches 1.1x, grouped 34x, mixture 10x);
+    - TensorFlow and PyTorch: ``patches`` for full convolutions (TF 3x3: 2.0x, grouped 61x,
+      since TF runs grouped convolutions through XLA on CPU) and the batch folded into one
+      depthwise convolution (``grouped``) for depthwise ones (TF 1.9x, torch 1.4x).
+    An unknown (symbolic) batch size gets a formulation that is right for every batch size.
+    TensorFlow's depthwise convolution supports equal strides only; ``patches`` any.
+    """
+    backend_name = backend_name or backend.backend()
+    if backend_name == "tensorflow" and kind == "depthwise" and strides[0] != strides[1]:
+        return "patches"
+    if backend_name == "jax" and (batch_size != 1 or kind == "depthwise"):
+        return "patches"
+    if batch_size == 1:
+        return "single"
+    return "grouped" if kind == "depthwise" else "patches"

@@ -1,0 +1,122 @@
+"""The CondConv routing function: example-dependent expert weights from an input's global context."""
+
+import keras
+from keras import ops
+
+ACTIVATIONS = ("sigmoid", "softmax")
+
+
+@keras.saving.register_keras_serializable(package="keras_routing")
+class Routing(keras.layers.Layer):
+    """Global average pooling, an optional ReLU hidden layer, a dense layer, sigmoid or softmax.
+
+    The variants of the CondConv paper's routing ablations (Table 6, Fig. 3):
+
+    - ``Routing(n)``: the paper's default, ``sigmoid(dense(mean_hw(x)))``, shape ``(batch, n)``.
+    - ``activation="softmax"``: experts compete (normalised over the expert axis).
+    - ``hidden_units=h``: the "Hidden" variants (``h = in_channels / 8, * 1, * 8``).
+    - ``per_channel_units=f``: a weight per expert per output channel, shape ``(batch, n, f)``
+      (the paper pairs it with a hidden layer of ``in_channels / 2``).
+    - ``call(x, context=previous_weights)``: "Hierarchical" routing, which also sees the routing
+      weights of the previous layer.
+
+    Inputs of rank 4 (images) are averaged over height and width; inputs of rank 2 are
+    already global features and are used as they are.
+    """
+
+    def __init__(
+        self,
+        num_experts,
+        activation="sigmoid",
+        hidden_units=None,
+        per_channel_units=None,
+        dropout=0.0,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(num_experts, int) or num_experts < 1:
+            raise ValueError(f"Routing: `num_experts` must be an integer >= 1, got {num_experts!r}.")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"Routing: `activation` must be one of {ACTIVATIONS}, got {activation!r}.")
+        for name, value in (("hidden_units", hidden_units), ("per_channel_units", per_channel_units)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"Routing: `{name}` must be None or an integer >= 1, got {value!r}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"Routing: `dropout` must be in [0, 1), got {dropout!r}.")
+        self.num_experts = num_experts
+        self.activation = activation
+        self.hidden_units = hidden_units
+        self.per_channel_units = per_channel_units
+        self.dropout = dropout
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        dense_args = dict(
+            kernel_initializer=self.kernel_initializer,
+            bias_initializer=self.bias_initializer,
+            kernel_regularizer=self.kernel_regularizer,
+            dtype=self.dtype_policy,
+        )
+        self.hidden = (
+            keras.layers.Dense(hidden_units, activation="relu", name="hidden", **dense_args)
+            if hidden_units
+            else None
+        )
+        self.dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy) if dropout else None
+        self.logits = keras.layers.Dense(
+            num_experts * (per_channel_units or 1), name="logits", **dense_args
+        )
+
+    def _features_shape(self, inputs_shape, context_shape=None):
+        features = inputs_shape[-1]
+        if context_shape is not None:
+            features += context_shape[-1]
+        return (inputs_shape[0], features)
+
+    def build(self, inputs_shape, context_shape=None):
+        if len(inputs_shape) < 2:
+            raise ValueError(f"Routing: expected an input of rank >= 2, got shape {inputs_shape}.")
+        shape = self._features_shape(inputs_shape, context_shape)
+        if self.hidden is not None:
+            self.hidden.build(shape)
+            shape = (shape[0], self.hidden_units)
+        self.logits.build(shape)
+
+    def call(self, inputs, context=None, training=None):
+        features = inputs
+        if len(inputs.shape) > 2:
+            features = ops.mean(inputs, axis=tuple(range(1, len(inputs.shape) - 1)))
+        if context is not None:
+            features = ops.concatenate([features, ops.cast(context, features.dtype)], axis=-1)
+        if self.hidden is not None:
+            features = self.hidden(features)
+        if self.dropout_layer is not None:
+            features = self.dropout_layer(features, training=training)
+        logits = self.logits(features)
+        if self.per_channel_units:
+            logits = ops.reshape(logits, (-1, self.num_experts, self.per_channel_units))
+        if self.activation == "softmax":
+            return ops.softmax(logits, axis=1)
+        return ops.sigmoid(logits)
+
+    def compute_output_shape(self, inputs_shape, context_shape=None):
+        if self.per_channel_units:
+            return (inputs_shape[0], self.num_experts, self.per_channel_units)
+        return (inputs_shape[0], self.num_experts)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_experts=self.num_experts,
+            activation=self.activation,
+            hidden_units=self.hidden_units,
+            per_channel_units=self.per_channel_units,
+            dropout=self.dropout,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+        )
+        return config

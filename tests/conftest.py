@@ -1,0 +1,26 @@
+import os
+import pathlib
+
+import pytest
+
+import keras
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    keras.utils.set_random_seed(0)
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"needs the shared real data at {SHARED_DATA} (absent in a user's fresh clone)")
+    return SHARED_DATA
+
+
+def pytest_report_header(config):
+    return f"keras backend: {keras.backend.backend()} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND')})"
