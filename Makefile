@@ -1,0 +1,32 @@
+# The README's two commands: `make demo` (set up, then the main job) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+BACKENDS ?= tensorflow jax torch
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: setup demo test benchmark
+
+setup: $(VENV)/.installed
+
+# torch is pinned to 2.13.0 in pyproject.toml: any other spec can pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[all]"
+	touch $@
+
+demo: setup
+	$(BIN)/python -m keras_routing.demo
+
+# The whole suite once per backend; stops at the first backend that fails.
+test: setup
+	@for backend in $(BACKENDS); do \
+		echo "=== KERAS_BACKEND=$$backend"; \
+		KERAS_BACKEND=$$backend $(BIN)/python -m pytest $(PYTEST_ARGS) || exit 1; \
+	done
+
+benchmark: setup
+	@for backend in $(BACKENDS); do \
+		KERAS_BACKEND=$$backend $(BIN)/python benchmarks/condconv.py || exit 1; \
+	done
