@@ -70,14 +70,17 @@ def train_and_evaluate(model, data, epochs, batch_size):
     return {"accuracy": accuracy, "loss": loss, "seconds": seconds, "params": model.count_params()}
 
 
+def max_difference(outputs, reference):
+    return float(np.abs(keras.ops.convert_to_numpy(outputs) - reference).max())
+
+
 def export_saved_model(model, path, images):
-    """Export, reload with TensorFlow alone, and return the largest difference to Keras."""
+    """Export, reload with TensorFlow alone, and return its outputs on ``images``."""
     import tensorflow as tf
 
     model.export(str(path), format="tf_saved_model", verbose=False)
     reloaded = tf.saved_model.load(str(path))
-    exported = reloaded.serve(tf.constant(images, tf.float32)).numpy()
-    return float(np.abs(exported - keras.ops.convert_to_numpy(model(images.astype("float32")))).max())
+    return reloaded.serve(tf.constant(images)).numpy()
 
 
 def main(argv=None):
@@ -96,23 +99,20 @@ def main(argv=None):
         f"{len(data[0][0])} train / {len(data[1][0])} held out, {args.epochs} epochs"
     )
 
-    results = {}
+    results, models = {}, {}
     for label, experts in (("plain", None), (f"CondConv ({args.experts} experts)", args.experts)):
         console.rule(label)
-        model = digit_classifier(experts)
-        results[label] = train_and_evaluate(model, data, args.epochs, args.batch_size)
-    cc_model = model
+        models[label] = digit_classifier(experts)
+        results[label] = train_and_evaluate(models[label], data, args.epochs, args.batch_size)
+    cc_model = models[label]
 
+    sample = data[1][0][:8].astype("float32")
+    reference = keras.ops.convert_to_numpy(cc_model(sample))
     keras_path = args.output / "cc_digits.keras"
     cc_model.save(keras_path)
-    reloaded = keras.saving.load_model(keras_path, safe_mode=True)
-    sample = data[1][0][:8]
-    reload_diff = float(np.abs(
-        keras.ops.convert_to_numpy(reloaded(sample.astype("float32")))
-        - keras.ops.convert_to_numpy(cc_model(sample.astype("float32")))
-    ).max())
+    reload_diff = max_difference(keras.saving.load_model(keras_path, safe_mode=True)(sample), reference)
     saved_model_path = args.output / "cc_digits_saved_model"
-    export_diff = export_saved_model(cc_model, saved_model_path, sample)
+    export_diff = max_difference(export_saved_model(cc_model, saved_model_path, sample), reference)
 
     table = Table(title="Held-out accuracy (2,000 real MNIST digits)")
     for column in ("model", "params", "test accuracy", "test loss", "train time"):

@@ -13,7 +13,7 @@ import keras
 from tests.reference import to_numpy
 
 
-def _model(layer, input_shape, extra_inputs=None):
+def _model(layer, input_shape):
     inputs = keras.Input(input_shape[1:])
     return keras.Model(inputs, layer(inputs))
 
