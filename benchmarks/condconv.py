@@ -12,13 +12,12 @@ batch-1 inference within 1.2x; training within 2x for 1x1 and depthwise, 3x for 
 
 import argparse
 import os
-import statistics
-import time
 
 import numpy as np
 
 import keras
 from keras_routing.layers import CondConv2D, CondDepthwiseConv2D
+from timing import compare
 
 SHAPE = (14, 14, 256)
 EXPERTS = 8
@@ -47,29 +46,6 @@ def model_of(layer):
     model = keras.Model(inputs, layer(inputs))
     model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
     return model
-
-
-def per_call_seconds(fn, min_seconds):
-    """Seconds per call of ``fn``, averaged over as many calls as fill ``min_seconds``."""
-    calls, start = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds and calls >= 2:
-            return elapsed / calls
-
-
-def compare(candidate, baseline, repeats, min_seconds):
-    """Median seconds per call of each, timed in alternation; warm-up calls compile first."""
-    for fn in (candidate, baseline):
-        for _ in range(3):
-            fn()
-    times = {0: [], 1: []}
-    for _ in range(repeats):
-        for index, fn in enumerate((candidate, baseline)):
-            times[index].append(per_call_seconds(fn, min_seconds))
-    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def main():

@@ -21,3 +21,19 @@ def load_digits():
     order = np.random.default_rng(0).permutation(len(labels))
     images, labels = images[order, :, :, None], labels[order]
     return (images[:TRAIN_SIZE], labels[:TRAIN_SIZE]), (images[TRAIN_SIZE:], labels[TRAIN_SIZE:])
+
+
+def load_digit_images(size=32, channels=3):
+    """The embedded digits as the zoo's ImageNet models take them: zero-padded to ``size`` x
+    ``size``, ``channels`` copies of the gray channel, float32 scaled to [-1, 1] (MobileNet's
+    ``preprocess_input``). Same split as ``load_digits``."""
+
+    def convert(images):
+        pad = size - images.shape[1]
+        if pad < 0:
+            raise ValueError(f"`size` must be at least 28 (the digits' size), got {size}.")
+        images = np.pad(images, ((0, 0), (pad // 2, pad - pad // 2), (pad // 2, pad - pad // 2), (0, 0)))
+        return np.repeat(images.astype("float32") / 127.5 - 1.0, channels, axis=-1)
+
+    (x_train, y_train), (x_test, y_test) = load_digits()
+    return (convert(x_train), y_train), (convert(x_test), y_test)

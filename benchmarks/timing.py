@@ -1,0 +1,28 @@
+"""Timing shared by the benchmarks: interleaved repetitions, medians, ratios in one process."""
+
+import statistics
+import time
+
+
+def per_call_seconds(fn, min_seconds):
+    """Seconds per call of ``fn``, averaged over as many calls as fill ``min_seconds``."""
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds and calls >= 2:
+            return elapsed / calls
+
+
+def compare(candidate, baseline, repeats, min_seconds, warmup=3):
+    """Median seconds per call of each, timed in alternation (machine noise hits both alike);
+    warm-up calls compile first."""
+    for fn in (candidate, baseline):
+        for _ in range(warmup):
+            fn()
+    times = {0: [], 1: []}
+    for _ in range(repeats):
+        for index, fn in enumerate((candidate, baseline)):
+            times[index].append(per_call_seconds(fn, min_seconds))
+    return statistics.median(times[0]), statistics.median(times[1])

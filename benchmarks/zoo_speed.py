@@ -1,0 +1,70 @@
+"""Whole-model speed of CC-MobileNetV1 as a ratio to MobileNetV1 of the same width, same process.
+
+    KERAS_BACKEND=jax python benchmarks/zoo_speed.py [--width 0.5] [--experts 8]
+
+Times a training step (``train_on_batch``: forward, backward, SGD update) at batch 32 and
+``--train-size`` pixels, and inference (``predict_on_batch``) at batch 1 and 224x224, the
+paper's resolution (at small resolutions the fixed cost of mixing kernels weighs more).
+Repetitions alternate between the two models; the ratio is of the medians. Targets (issue 3):
+training within 1.5x, batch-1 inference within 1.2x (the paper's multiply-add ratio is 1.06).
+"""
+
+import argparse
+import os
+
+import numpy as np
+
+import keras
+import keras_routing
+from keras_routing import zoo
+from timing import compare
+
+TRAIN_TARGET, INFER_TARGET = 1.5, 1.2
+
+
+def compiled(model):
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="sparse_categorical_crossentropy")
+    return model
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=float, default=0.5)
+    parser.add_argument("--experts", type=int, default=8)
+    parser.add_argument("--train-size", type=int, default=224)
+    parser.add_argument("--infer-size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="per timed repetition")
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    print(f"backend: {keras.backend.backend()}, cores: {os.cpu_count()}, width {args.width}, {args.experts} experts")
+    rows = []
+    for phase, size, batch in (("train", args.train_size, 32), ("infer", args.infer_size, 1)):
+        shape = (size, size, 3)
+        plain = compiled(zoo.mobilenet_v1(args.width, input_shape=shape))
+        cond = compiled(zoo.cc_mobilenet_v1(args.width, args.experts, input_shape=shape))
+        madds = keras_routing.profile(cond).madds / keras_routing.profile(plain).madds
+        x = rng.uniform(-1, 1, (batch, *shape)).astype("float32")
+        y = rng.integers(0, 1000, (batch,))
+        if phase == "train":
+            timed = compare(lambda: cond.train_on_batch(x, y), lambda: plain.train_on_batch(x, y),
+                            args.repeats, args.min_seconds)  # fmt: skip
+        else:
+            timed = compare(lambda: cond.predict_on_batch(x), lambda: plain.predict_on_batch(x),
+                            args.repeats, args.min_seconds)  # fmt: skip
+        rows.append((phase, size, batch, timed, madds))
+        del plain, cond
+        keras.backend.clear_session()
+    print("| phase | input | batch | plain ms | CC ms | ratio (target) | MAdds ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for phase, size, batch, (cond_s, plain_s), madds in rows:
+        target = TRAIN_TARGET if phase == "train" else INFER_TARGET
+        ratio = cond_s / plain_s
+        verdict = "ok" if ratio <= target else "over"
+        print(f"| {phase} | {size}x{size} | {batch} | {plain_s * 1e3:.1f} | {cond_s * 1e3:.1f} | "
+              f"{ratio:.2f}x ({verdict} <= {target}) | {madds:.2f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

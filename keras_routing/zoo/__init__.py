@@ -1,0 +1,27 @@
+"""Model factories in the style of ``keras.applications``, plain and CondConv, and their registry.
+
+    import keras_routing
+    model = keras_routing.zoo.cc_mobilenet_v1(width=0.5, experts=8)
+    keras_routing.zoo.list_models()
+    keras_routing.zoo.get("cc_resnet50", experts=2)
+"""
+
+from keras_routing.zoo.mobilenet_v1 import cc_mobilenet_v1, mobilenet_v1
+from keras_routing.zoo.mobilenet_v2 import cc_mobilenet_v2, mobilenet_v2
+from keras_routing.zoo.registry import factory, get, list_models, register
+from keras_routing.zoo.resnet import cc_resnet50, resnet50
+from keras_routing.zoo.upcycle import upcycle
+
+__all__ = [
+    "cc_mobilenet_v1",
+    "cc_mobilenet_v2",
+    "cc_resnet50",
+    "factory",
+    "get",
+    "list_models",
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "register",
+    "resnet50",
+    "upcycle",
+]

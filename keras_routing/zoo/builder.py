@@ -1,0 +1,76 @@
+"""Layers of a zoo model, plain or CondConv, named as ``keras.applications`` names them.
+
+A CondConv layer keeps the name of the plain layer it replaces (``conv_pw_13``), so weights
+move between a baseline and its CC version by name (see ``upcycle``), and its routing weights
+come from the model's ``RoutingPlan``.
+"""
+
+import keras
+
+from keras_routing.layers import CondConv2D, CondDense, CondDepthwiseConv2D
+from keras_routing.zoo.routing_plan import RoutingPlan
+
+
+def image_input(input_shape, default_size=224, min_size=32):
+    """``keras.Input`` for ``input_shape`` (default ``(224, 224, 3)``), checked."""
+    if input_shape is None:
+        input_shape = (default_size, default_size, 3)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(f"`input_shape` must be (height, width, channels), got {input_shape}.")
+    if any(size is not None and size < min_size for size in input_shape[:2]):
+        raise ValueError(f"`input_shape` must be at least {min_size}x{min_size}, got {input_shape}.")
+    return keras.Input(input_shape)
+
+
+def check_experts(experts):
+    if isinstance(experts, bool) or not isinstance(experts, int) or experts < 1:
+        raise ValueError(f"`experts` must be an integer >= 1, got {experts!r}.")
+
+
+class Builder:
+    """Makes the layers of one model. ``experts=None`` makes every layer plain."""
+
+    def __init__(self, experts=None, routing="per_block", bn_momentum=0.99, bn_epsilon=1e-3):
+        self.experts = experts
+        self.plan = RoutingPlan(experts, routing) if experts else None
+        self.bn_momentum = bn_momentum
+        self.bn_epsilon = bn_epsilon
+
+    def start_block(self, x, name):
+        """Compute (or reuse) the routing weights of a CondConv block from its input ``x``."""
+        self.plan.start_block(x, name)
+
+    def _apply(self, layer, x, cond):
+        if not cond:
+            return layer(x)
+        out_channels = layer.compute_output_shape(tuple(x.shape))[-1]
+        return layer(x, routing_weights=self.plan.weights(out_channels, layer.name))
+
+    def conv(self, x, filters, kernel_size, name, cond=False, strides=1, padding="same", use_bias=False):
+        args = dict(strides=strides, padding=padding, use_bias=use_bias, name=name)
+        if cond:
+            layer = CondConv2D(filters, kernel_size, self.experts, routing=None, **args)
+        else:
+            layer = keras.layers.Conv2D(filters, kernel_size, **args)
+        return self._apply(layer, x, cond)
+
+    def depthwise(self, x, name, cond=False, strides=1, padding="same", kernel_size=3):
+        args = dict(strides=strides, padding=padding, use_bias=False, name=name)
+        if cond:
+            layer = CondDepthwiseConv2D(kernel_size, self.experts, routing=None, **args)
+        else:
+            layer = keras.layers.DepthwiseConv2D(kernel_size, **args)
+        return self._apply(layer, x, cond)
+
+    def dense(self, x, units, name, cond=False, activation=None):
+        if cond:
+            layer = CondDense(units, self.experts, activation=activation, routing=None, name=name)
+        else:
+            layer = keras.layers.Dense(units, activation=activation, name=name)
+        return self._apply(layer, x, cond)
+
+    def batch_norm(self, x, name, epsilon=None):
+        return keras.layers.BatchNormalization(
+            momentum=self.bn_momentum, epsilon=self.bn_epsilon if epsilon is None else epsilon, name=name
+        )(x)

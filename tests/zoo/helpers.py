@@ -1,0 +1,26 @@
+"""Real images for zoo tests, and weights that make a misplaced weight show."""
+
+import numpy as np
+
+from keras_routing.data import load_digit_images
+
+
+def digits_rgb(count, size=32, split="test"):
+    """``count`` real digits padded to ``size``x``size``, as 3 channels scaled to [-1, 1]."""
+    train, test = load_digit_images(size)
+    x, y = train if split == "train" else test
+    return x[:count], y[:count]
+
+
+def perturb_weights(model, seed=0):
+    """Give every weight (batch-norm statistics included) distinct values, so a weight that
+    lands in the wrong place changes the outputs."""
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        value = np.asarray(weight.numpy() if hasattr(weight, "numpy") else weight)
+        if "variance" in weight.path:
+            new = rng.uniform(0.5, 1.5, value.shape)
+        else:
+            scale = value.std() if value.std() > 0 else 0.1
+            new = value + rng.normal(0, 0.1 * scale, value.shape)
+        weight.assign(new.astype("float32"))
