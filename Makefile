@@ -29,4 +29,5 @@ test: setup
 benchmark: setup
 	@for backend in $(BACKENDS); do \
 		KERAS_BACKEND=$$backend $(BIN)/python benchmarks/condconv.py || exit 1; \
+		KERAS_BACKEND=$$backend $(BIN)/python benchmarks/zoo_speed.py --repeats 3 || exit 1; \
 	done

@@ -34,6 +34,7 @@ def main():
     parser.add_argument("--train-size", type=int, default=224)
     parser.add_argument("--infer-size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--phases", default="train,infer", help="comma-separated, of train,infer")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="per timed repetition")
     args = parser.parse_args()
 
@@ -41,6 +42,8 @@ def main():
     print(f"backend: {keras.backend.backend()}, cores: {os.cpu_count()}, width {args.width}, {args.experts} experts")
     rows = []
     for phase, size, batch in (("train", args.train_size, 32), ("infer", args.infer_size, 1)):
+        if phase not in args.phases.split(","):
+            continue
         shape = (size, size, 3)
         plain = compiled(zoo.mobilenet_v1(args.width, input_shape=shape))
         cond = compiled(zoo.cc_mobilenet_v1(args.width, args.experts, input_shape=shape))

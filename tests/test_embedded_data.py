@@ -1,6 +1,6 @@
 import numpy as np
 
-from keras_routing.data import load_digits
+from keras_routing.data import load_digit_images, load_digits
 
 
 def test_embedded_digits_are_the_shared_mnist_test_split(shared_data):
@@ -19,3 +19,13 @@ def test_split_is_shuffled_and_has_every_class():
     (_, y_train), (_, y_test) = load_digits()
     assert set(np.unique(y_train)) == set(range(10)) == set(np.unique(y_test))
     assert np.bincount(y_test).min() > 150
+
+
+def test_digit_images_are_the_digits_padded_to_rgb_in_minus_one_one():
+    (x_raw, _), _ = load_digits()
+    (x, y), (x_test, _) = load_digit_images(32)
+    assert x.shape == (8000, 32, 32, 3) and x_test.shape == (2000, 32, 32, 3) and x.dtype == np.float32
+    assert x.min() == -1.0 and x.max() == 1.0
+    np.testing.assert_array_equal(x[:, :2], -1.0)  # zero padding, i.e. black, at -1
+    np.testing.assert_allclose(x[0, 2:30, 2:30, 1], x_raw[0, :, :, 0] / 127.5 - 1.0, atol=1e-6)
+    np.testing.assert_array_equal(x[..., 0], x[..., 2])

@@ -74,3 +74,21 @@ class Builder:
         return keras.layers.BatchNormalization(
             momentum=self.bn_momentum, epsilon=self.bn_epsilon if epsilon is None else epsilon, name=name
         )(x)
+
+    def dense_head(self, x, include_top, pooling, classes, activation, dropout, pool_names=(None, None)):
+        """Global average pooling, dropout and the (CondConv) classifier ``predictions``; or,
+        without the top, the optional pooling of ``keras.applications``."""
+        average, maximum = pool_names
+        if include_top:
+            x = keras.layers.GlobalAveragePooling2D(name=average)(x)
+            if dropout:
+                x = keras.layers.Dropout(dropout, name="dropout")(x)
+            cond = bool(self.experts)
+            if cond:
+                self.start_block(x, "predictions")
+            return self.dense(x, classes, "predictions", cond=cond, activation=activation)
+        if pooling == "avg":
+            return keras.layers.GlobalAveragePooling2D(name=average)(x)
+        if pooling == "max":
+            return keras.layers.GlobalMaxPooling2D(name=maximum)(x)
+        return x

@@ -76,17 +76,7 @@ def _build(width, experts, routing, include_top, input_shape, pooling, classes, 
     x = builder.conv(x, last_filters, 1, "Conv_1", cond=bool(experts))
     x = builder.batch_norm(x, "Conv_1_bn")
     x = keras.layers.ReLU(6.0, name="out_relu")(x)
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D()(x)
-        if dropout:
-            x = keras.layers.Dropout(dropout, name="dropout")(x)
-        if experts:
-            builder.start_block(x, "predictions")
-        x = builder.dense(x, classes, "predictions", cond=bool(experts), activation=classifier_activation)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D()(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D()(x)
+    x = builder.dense_head(x, include_top, pooling, classes, classifier_activation, dropout)
     return keras.Model(inputs, x, name=name)
 
 

@@ -61,17 +61,9 @@ def _build(experts, cond_blocks, cond_shortcut, stride_on, routing, include_top,
             x = _block(builder, x, filters, stride if block == 1 else 1, block == 1,
                        f"conv{stage}_block{block}", cond, cond_shortcut, stride_on)  # fmt: skip
 
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        if dropout:
-            x = keras.layers.Dropout(dropout, name="dropout")(x)
-        if experts:
-            builder.start_block(x, "predictions")
-        x = builder.dense(x, classes, "predictions", cond=bool(experts), activation=classifier_activation)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    x = builder.dense_head(
+        x, include_top, pooling, classes, classifier_activation, dropout, pool_names=("avg_pool", "max_pool")
+    )
     return keras.Model(inputs, x, name=name)
 
 

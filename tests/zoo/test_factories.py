@@ -126,6 +126,10 @@ def test_registry():
     }  # fmt: skip
     model = zoo.get("cc_mobilenet_v1", width=0.25, experts=2, **SMALL)
     assert model.output.shape == (None, 10)
+    for name in ("cc_mobilenet_v1", "cc_mobilenet_v2", "cc_resnet50"):
+        features = zoo.get(name, experts=2, include_top=False, pooling="avg", input_shape=(32, 32, 3))
+        assert len(features.output.shape) == 2
+        assert len(zoo.get(name, experts=2, include_top=False, input_shape=(32, 32, 3)).output.shape) == 4
     with pytest.raises(ValueError, match="Unknown zoo model 'mobilenet_v9'.*cc_mobilenet_v1"):
         zoo.get("mobilenet_v9")
 
