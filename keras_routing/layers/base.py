@@ -132,6 +132,8 @@ class ExpertLayer(keras.layers.Layer):
             raise ValueError(
                 f"{name}: `routing_weights` has batch size {shape[0]} but the input has {batch}."
             )
+        if keras.backend.standardize_dtype(routing_weights.dtype) == self.compute_dtype:
+            return routing_weights  # skips an eager op: per-op overhead counts at batch 1
         return keras.ops.cast(routing_weights, self.compute_dtype)
 
     def get_config(self):
