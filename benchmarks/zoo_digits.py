@@ -9,28 +9,21 @@ time ratio, the figures the recipe records under [measured].
 """
 
 import argparse
-import time
 import tomllib
 
 import keras
 from keras_routing import zoo
 from keras_routing.data import load_digit_images
+from keras_routing.demo import train_and_evaluate
 
 
 def train(name, kwargs, train_config, data):
-    (x_train, y_train), (x_test, y_test) = data
     keras.utils.set_random_seed(train_config["seed"])
-    model = zoo.get(name, input_shape=x_train.shape[1:], classes=10, **kwargs)
-    model.compile(
-        optimizer=keras.optimizers.Adam(train_config["learning_rate"]),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+    model = zoo.get(name, input_shape=data[0][0].shape[1:], classes=10, **kwargs)
+    result = train_and_evaluate(
+        model, data, train_config["epochs"], train_config["batch_size"], train_config["learning_rate"], verbose=2
     )
-    start = time.perf_counter()
-    model.fit(x_train, y_train, batch_size=train_config["batch_size"], epochs=train_config["epochs"], verbose=2)
-    seconds = time.perf_counter() - start
-    _, accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
-    return accuracy, seconds, model.count_params()
+    return result["accuracy"], result["seconds"], result["params"]
 
 
 def main():

@@ -56,15 +56,16 @@ def digit_classifier(experts=None, classes=10, name=None):
     return keras.Model(inputs, outputs, name=name or ("cc_digits" if experts else "digits"))
 
 
-def train_and_evaluate(model, data, epochs, batch_size):
+def train_and_evaluate(model, data, epochs, batch_size, learning_rate=3e-3, verbose=1):
+    """Adam, ``model.fit`` on the training split, evaluation on the held-out split."""
     (x_train, y_train), (x_test, y_test) = data
     model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
+        optimizer=keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     start = time.perf_counter()
-    model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=1)
+    model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=verbose)
     seconds = time.perf_counter() - start
     loss, accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
     return {"accuracy": accuracy, "loss": loss, "seconds": seconds, "params": model.count_params()}

@@ -135,23 +135,23 @@ def layer_madds(layer, input_shapes, output_shape):
     return None
 
 
-def _graph_nodes(model):
-    if isinstance(model, keras.Sequential):
-        model = getattr(model, "_functional", None) or model
-    if not hasattr(model, "_nodes_by_depth"):
+def _graph(model):
+    """The functional graph behind ``model`` (a Sequential model keeps one inside)."""
+    graph = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
+    if not hasattr(graph, "_nodes_by_depth"):
         raise ValueError(
             f"profile: '{model.name}' is a subclassed model, whose graph cannot be read; "
             "profile a Functional or Sequential model."
         )
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        yield from model._nodes_by_depth[depth]
+    return graph
 
 
 def _walk(model, inputs, rows, uncounted, seen, prefix=""):
     """Run ``model``'s graph on symbolic ``inputs``, recording each layer call's cost."""
-    functional = model._functional if isinstance(model, keras.Sequential) else model
+    functional = _graph(model)
     tensors = {id(ref): value for ref, value in zip(functional.inputs, keras.tree.flatten(inputs))}
-    for node in _graph_nodes(model):
+    by_depth = functional._nodes_by_depth
+    for node in (node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]):
         op = node.operation
         if op is None or node.is_input or any(id(t) not in tensors for t in node.input_tensors):
             continue
@@ -180,9 +180,7 @@ def profile(model, input_shape=None):
     ``input_shape``: one example's shape, e.g. ``(224, 224, 3)``; by default the model's own
     (which must then be fully known).
     """
-    functional = model._functional if isinstance(model, keras.Sequential) and getattr(model, "_functional", None) else model
-    if not hasattr(functional, "_nodes_by_depth"):
-        list(_graph_nodes(model))  # raises the explanatory error
+    functional = _graph(model)
     shapes = [tuple(t.shape[1:]) for t in functional.inputs]
     if input_shape is not None:
         if len(shapes) != 1:

@@ -23,6 +23,14 @@ def image_input(input_shape, default_size=224, min_size=32):
     return keras.Input(input_shape)
 
 
+def check_arguments(width, pooling):
+    """The arguments every factory checks the same way."""
+    if not isinstance(width, (int, float)) or width <= 0:
+        raise ValueError(f"`width` must be a positive number, got {width!r}.")
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"`pooling` must be None, 'avg' or 'max', got {pooling!r}.")
+
+
 def check_experts(experts):
     if isinstance(experts, bool) or not isinstance(experts, int) or experts < 1:
         raise ValueError(f"`experts` must be an integer >= 1, got {experts!r}.")
@@ -70,23 +78,26 @@ class Builder:
             layer = keras.layers.Dense(units, activation=activation, name=name)
         return self._apply(layer, x, cond)
 
-    def batch_norm(self, x, name, epsilon=None):
-        return keras.layers.BatchNormalization(
-            momentum=self.bn_momentum, epsilon=self.bn_epsilon if epsilon is None else epsilon, name=name
-        )(x)
+    def batch_norm(self, x, name):
+        return keras.layers.BatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon, name=name)(x)
 
     def dense_head(self, x, include_top, pooling, classes, activation, dropout, pool_names=(None, None)):
         """Global average pooling, dropout and the (CondConv) classifier ``predictions``; or,
         without the top, the optional pooling of ``keras.applications``."""
-        average, maximum = pool_names
         if include_top:
-            x = keras.layers.GlobalAveragePooling2D(name=average)(x)
+            x = keras.layers.GlobalAveragePooling2D(name=pool_names[0])(x)
             if dropout:
                 x = keras.layers.Dropout(dropout, name="dropout")(x)
             cond = bool(self.experts)
             if cond:
                 self.start_block(x, "predictions")
             return self.dense(x, classes, "predictions", cond=cond, activation=activation)
+        return self.pooling(x, pooling, pool_names)
+
+    @staticmethod
+    def pooling(x, pooling, pool_names=(None, None)):
+        """``keras.applications``' pooling of the features when the top is left out."""
+        average, maximum = pool_names
         if pooling == "avg":
             return keras.layers.GlobalAveragePooling2D(name=average)(x)
         if pooling == "max":

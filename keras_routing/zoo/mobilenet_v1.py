@@ -11,7 +11,7 @@ separable blocks (``keras.applications`` block ids 1-13), 15 the classifier.
 
 import keras
 
-from keras_routing.zoo.builder import Builder, check_experts, image_input
+from keras_routing.zoo.builder import Builder, check_arguments, check_experts, image_input
 from keras_routing.zoo.registry import register
 from keras_routing.zoo.upcycle import upcycle
 
@@ -79,18 +79,9 @@ def _build(
         x = builder.conv(x, classes, 1, "conv_preds", cond=cond_fc, use_bias=True)
         x = keras.layers.Reshape((classes,), name="reshape_2")(x)
         x = keras.layers.Activation(classifier_activation, name="predictions")(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D()(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D()(x)
+    else:
+        x = builder.pooling(x, pooling)
     return keras.Model(inputs, x, name=name)
-
-
-def _check_common(width, pooling):
-    if not isinstance(width, (int, float)) or width <= 0:
-        raise ValueError(f"`width` must be a positive number, got {width!r}.")
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"`pooling` must be None, 'avg' or 'max', got {pooling!r}.")
 
 
 @register("mobilenet_v1")
@@ -110,7 +101,7 @@ def mobilenet_v1(
     Inputs are images scaled to [-1, 1] (``keras.applications.mobilenet.preprocess_input``).
     ``bn_momentum`` defaults to the CondConv paper's 0.9 (it changes training, not weights).
     """
-    _check_common(width, pooling)
+    check_arguments(width, pooling)
     return _build(
         width, None, NO_CONDCONV, (), False, "per_block", include_top, input_shape, pooling,
         classes, classifier_activation, dropout, bn_momentum, name or f"mobilenet_v1_{width:g}",
@@ -151,7 +142,7 @@ def cc_mobilenet_v1(
         init_from: a trained ``mobilenet_v1`` of the same width (or the path of one saved as
             ``.keras``) to start from: see ``keras_routing.zoo.upcycle``.
     """
-    _check_common(width, pooling)
+    check_arguments(width, pooling)
     check_experts(experts)
     if not isinstance(condconv_begin, int) or not 1 <= condconv_begin <= NO_CONDCONV:
         raise ValueError(f"`condconv_begin` must be an integer in [1, {NO_CONDCONV}], got {condconv_begin!r}.")

@@ -8,8 +8,7 @@ convolution and the classifier too, each routed from its own input.
 
 import keras
 
-from keras_routing.zoo.builder import Builder, check_experts, image_input
-from keras_routing.zoo.mobilenet_v1 import _check_common
+from keras_routing.zoo.builder import Builder, check_arguments, check_experts, image_input
 from keras_routing.zoo.registry import register
 from keras_routing.zoo.upcycle import upcycle
 
@@ -97,7 +96,7 @@ def mobilenet_v2(
     Inputs are images scaled to [-1, 1] (``keras.applications.mobilenet_v2.preprocess_input``).
     ``dropout`` > 0 adds dropout before the classifier (no weights: the layers still match).
     """
-    _check_common(width, pooling)
+    check_arguments(width, pooling)
     return _build(width, None, "per_block", include_top, input_shape, pooling, classes,
                   classifier_activation, dropout, bn_momentum, name or f"mobilenet_v2_{width:g}")  # fmt: skip
 
@@ -121,7 +120,7 @@ def cc_mobilenet_v2(
 
     ``routing`` and ``init_from`` as for ``cc_mobilenet_v1``.
     """
-    _check_common(width, pooling)
+    check_arguments(width, pooling)
     check_experts(experts)
     model = _build(width, experts, routing, include_top, input_shape, pooling, classes,
                    classifier_activation, dropout, bn_momentum, name or f"cc_mobilenet_v2_{width:g}_{experts}")  # fmt: skip

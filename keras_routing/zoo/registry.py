@@ -22,9 +22,7 @@ def list_models():
 
 def get(name, **kwargs):
     """Build the zoo model ``name`` with the factory's keyword arguments."""
-    if name not in _FACTORIES:
-        raise ValueError(f"Unknown zoo model {name!r}; choose one of: {', '.join(list_models())}.")
-    return _FACTORIES[name](**kwargs)
+    return factory(name)(**kwargs)
 
 
 def factory(name):

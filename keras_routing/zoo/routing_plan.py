@@ -25,9 +25,7 @@ _ROUTING_KEYS = ("activation", "hidden_units", "hidden_ratio", "dropout", "per_c
 
 def parse_routing(routing):
     """``routing`` as a factory accepts it -> (sharing, options for ``Routing``)."""
-    if isinstance(routing, str):
-        if routing not in SHARING:
-            raise ValueError(f"`routing` must be one of {SHARING}, a dict or a Routing layer, got {routing!r}.")
+    if isinstance(routing, str) and routing in SHARING:
         return routing, {}
     if isinstance(routing, Routing):
         config = routing.get_config()

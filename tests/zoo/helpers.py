@@ -3,6 +3,7 @@
 import numpy as np
 
 from keras_routing.data import load_digit_images
+from tests.reference import to_numpy
 
 
 def digits_rgb(count, size=32, split="test"):
@@ -17,7 +18,7 @@ def perturb_weights(model, seed=0):
     lands in the wrong place changes the outputs."""
     rng = np.random.default_rng(seed)
     for weight in model.weights:
-        value = np.asarray(weight.numpy() if hasattr(weight, "numpy") else weight)
+        value = to_numpy(weight)
         if "variance" in weight.path:
             new = rng.uniform(0.5, 1.5, value.shape)
         else:
