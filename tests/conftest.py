@@ -24,3 +24,13 @@ def shared_data():
 
 def pytest_report_header(config):
     return f"keras backend: {keras.backend.backend()} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND')})"
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory):
+    """A TFDS data_dir holding the prepared embedded_digits (prepared once per session)."""
+    from keras_routing.data import image_classification
+
+    data_dir = tmp_path_factory.mktemp("tfds")
+    image_classification("embedded_digits", "test", 28, 8, data_dir=str(data_dir), take=1)
+    return str(data_dir)

@@ -8,7 +8,7 @@
 
 from keras_routing.zoo.mobilenet_v1 import cc_mobilenet_v1, mobilenet_v1
 from keras_routing.zoo.mobilenet_v2 import cc_mobilenet_v2, mobilenet_v2
-from keras_routing.zoo.registry import factory, get, list_models, register
+from keras_routing.zoo.registry import factory, get, list_models, preprocessing, register
 from keras_routing.zoo.resnet import cc_resnet50, resnet50
 from keras_routing.zoo.upcycle import upcycle
 
@@ -21,6 +21,7 @@ __all__ = [
     "list_models",
     "mobilenet_v1",
     "mobilenet_v2",
+    "preprocessing",
     "register",
     "resnet50",
     "upcycle",

@@ -66,7 +66,7 @@ def _build(experts, cond_blocks, cond_shortcut, stride_on, routing, include_top,
     return keras.Model(inputs, x, name=name)
 
 
-@register("resnet50")
+@register("resnet50", preprocessing="caffe")
 def resnet50(
     include_top=True,
     input_shape=None,
@@ -90,7 +90,7 @@ def resnet50(
                   classifier_activation, dropout, bn_momentum, name or "resnet50")  # fmt: skip
 
 
-@register("cc_resnet50")
+@register("cc_resnet50", preprocessing="caffe")
 def cc_resnet50(
     experts=8,
     condconv_shortcut=True,

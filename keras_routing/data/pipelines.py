@@ -1,0 +1,188 @@
+"""TFDS input pipelines that ``model.fit`` consumes on TensorFlow, JAX and PyTorch.
+
+    train = keras_routing.data.image_classification("cifar10", "train", image_size=32, batch_size=64)
+    model.fit(train, epochs=...)
+
+Every dataset goes through the same steps: ``tfds.load``, decode, grey to RGB (or back) as the
+model needs, resize, the model's normalisation, shuffle (seeded per epoch, so a run resumed
+from a backup sees the data in the same order), batch, the paper's regularisers (RandAugment
+through KerasCV, mixup with alpha 0.2), prefetch.
+"""
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from keras_routing.data import digits_builder
+
+# How each zoo family expects its pixels (as keras.applications' preprocess_input does).
+PREPROCESSING = ("mobilenet", "caffe", "unit", "raw")
+AUGMENTATIONS = (None, "flip", "randaugment")
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def normalize(images, preprocessing):
+    """Float pixels in [0, 255] to what the model takes: ``"mobilenet"`` [-1, 1], ``"caffe"`` BGR
+    minus the ImageNet mean (ResNet-50), ``"unit"`` [0, 1], ``"raw"`` unchanged."""
+    if preprocessing == "mobilenet":
+        return images / 127.5 - 1.0
+    if preprocessing == "caffe":
+        return images[..., ::-1] - tf.constant(_CAFFE_MEAN_BGR, images.dtype)
+    if preprocessing == "unit":
+        return images / 255.0
+    if preprocessing == "raw":
+        return images
+    raise ValueError(f"`preprocessing` must be one of {PREPROCESSING}, got {preprocessing!r}.")
+
+
+def _check(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
+
+
+def _size(image_size):
+    if isinstance(image_size, int):
+        return (image_size, image_size)
+    if len(image_size) != 2 or not all(isinstance(s, int) and s > 0 for s in image_size):
+        raise ValueError(f"`image_size` must be an int or a (height, width) pair, got {image_size!r}.")
+    return tuple(image_size)
+
+
+def _mixup(alpha, num_classes, seed):
+    """Batch-level mixup (Zhang et al.): each example mixed with another of the batch."""
+    import keras_cv
+
+    layer = keras_cv.layers.MixUp(alpha=alpha, seed=seed)
+
+    def apply(images, labels):
+        mixed = layer({"images": images, "labels": tf.one_hot(labels, num_classes)}, training=True)
+        return mixed["images"], mixed["labels"]
+
+    return apply
+
+
+def image_classification(
+    name,
+    split="train",
+    image_size=224,
+    batch_size=32,
+    *,
+    augment=None,
+    mixup=0.0,
+    preprocessing="mobilenet",
+    channels=3,
+    shuffle=None,
+    shuffle_buffer=10_000,
+    epochs=None,
+    seed=0,
+    label_key="label",
+    drop_remainder=None,
+    data_dir=None,
+    download=False,
+    take=None,
+    cache=False,
+):
+    """A batched ``tf.data.Dataset`` of ``(images, labels)`` from the TFDS dataset ``name``.
+
+    Images are float32 ``(batch, *image_size, channels)`` normalised by ``preprocessing``
+    (``keras_routing.zoo.preprocessing(model_name)`` says which a zoo model takes). Labels are
+    int64 class indices, or one-hot float32 rows when ``mixup`` > 0 (train with
+    ``categorical_crossentropy`` then).
+
+    - ``split``: any TFDS split string (``"train"``, ``"test[:10%]"``, ...).
+    - ``augment``: ``None``; ``"flip"`` (random horizontal flip); ``"randaugment"`` (KerasCV's
+      RandAugment, 2 ops at magnitude 0.5, after a flip).
+    - ``mixup``: the Beta(alpha, alpha) of mixup; the paper uses 0.2. 0 turns it off.
+    - ``shuffle``: defaults to True for splits whose name starts with ``"train"``. Each epoch
+      gets its own shuffle, seeded from ``seed``, the epoch and TensorFlow's global seed (which
+      ``keras.utils.set_random_seed`` sets), so a rerun of the same command repeats it.
+    - ``epochs``: with an int, the dataset holds that many epochs back to back (pass
+      ``steps_per_epoch`` to ``fit``); ``None`` holds one epoch.
+    - ``take``: keep only the first ``take`` examples of the split (quick runs).
+    - ``cache``: keep the resized images in memory after the first epoch (small datasets).
+    - ``download``: let TFDS download and prepare the data; by default it must already be in
+      ``data_dir`` (or be a dataset that prepares itself offline, like ``embedded_digits``).
+    """
+    height, width = _size(image_size)
+    _check("augment", augment, AUGMENTATIONS)
+    _check("preprocessing", preprocessing, PREPROCESSING)
+    _check("channels", channels, (1, 3))
+    if not 0.0 <= mixup:
+        raise ValueError(f"`mixup` must be >= 0 (0 turns it off), got {mixup!r}.")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
+    training = split.startswith("train")
+    shuffle = training if shuffle is None else shuffle
+    drop_remainder = training if drop_remainder is None else drop_remainder
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if name == digits_builder.NAME or download:
+        builder.download_and_prepare()
+    features = builder.info.features
+    if "image" not in features or label_key not in features:
+        raise ValueError(
+            f"TFDS dataset {name!r} has features {sorted(features.keys())}; image classification "
+            f"needs 'image' and {label_key!r} (pass `label_key=`)."
+        )
+    num_classes = features[label_key].num_classes
+    # No TFDS auto-cache: `take` would leave it half-read; `cache=True` caches after resizing.
+    read_config = tfds.ReadConfig(try_autocache=False)
+    decoded = builder.as_dataset(split=split, shuffle_files=False, read_config=read_config)
+    if take is not None:
+        decoded = decoded.take(take)
+
+    def prepare(example):
+        image = example["image"]
+        if image.shape[-1] != channels:
+            image = tf.image.grayscale_to_rgb(image) if channels == 3 else tf.image.rgb_to_grayscale(image)
+        image = tf.image.resize(image, (height, width))  # float32, [0, 255]
+        return image, example[label_key]
+
+    images = decoded.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        images = images.cache()
+    if not shuffle:
+        stream = images if epochs is None else images.repeat(epochs)
+    elif epochs is None:
+        # One epoch, reshuffled each time fit iterates it again.
+        stream = images.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    else:
+        # Epochs back to back, epoch e shuffled with a seed of (seed, e) only.
+        stream = images.shuffle(shuffle_buffer, seed=seed * 1_000_003, reshuffle_each_iteration=False)
+        for epoch in range(1, epochs):
+            stream = stream.concatenate(
+                images.shuffle(shuffle_buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
+            )
+    stream = stream.batch(batch_size, drop_remainder=drop_remainder)
+    if augment is not None:
+        stream = stream.map(_augmenter(augment, seed, channels), num_parallel_calls=tf.data.AUTOTUNE)
+    stream = stream.map(lambda x, y: (normalize(x, preprocessing), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if mixup:
+        stream = stream.map(_mixup(mixup, num_classes, seed), num_parallel_calls=tf.data.AUTOTUNE)
+    return stream.prefetch(tf.data.AUTOTUNE)
+
+
+def _augmenter(augment, seed, channels):
+    """Batch-level augmentation of [0, 255] float images, with KerasCV's layers."""
+    import keras_cv
+
+    flip = keras_cv.layers.RandomFlip("horizontal", seed=seed)
+    layers = [flip]
+    if augment == "randaugment":
+        if channels != 3:
+            raise ValueError("`augment='randaugment'` needs RGB images (`channels=3`).")
+        layers.append(
+            keras_cv.layers.RandAugment(value_range=(0, 255), augmentations_per_image=2, magnitude=0.5, seed=seed)
+        )
+
+    def apply(images, labels):
+        for layer in layers:
+            images = layer(images, training=True)
+        return images, labels
+
+    return apply
+
+
+def num_examples(name, split, data_dir=None):
+    """How many examples ``split`` of the TFDS dataset ``name`` holds (for ``steps_per_epoch``)."""
+    builder = tfds.builder(name, data_dir=data_dir)
+    return builder.info.splits[split].num_examples

@@ -1,0 +1,81 @@
+"""Interrupted training resumes from its backup to the weights an uninterrupted run reaches."""
+
+import numpy as np
+import pytest
+
+import keras
+
+from keras_routing.data import image_classification
+from keras_routing.layers import CondConv2D
+from keras_routing.training import StepBackup, fit_resumable
+
+EPOCHS, STEPS, BATCH = 3, 4, 16
+
+
+class Interrupt(Exception):
+    pass
+
+
+class KillAt(keras.callbacks.Callback):
+    """Stands in for a kill: stops the process's training abruptly at a global step."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step, self.seen = step, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.step:
+            raise Interrupt
+
+
+def build():
+    keras.utils.set_random_seed(0)  # as the command does at start; TF's shuffles depend on it too
+    inputs = keras.Input((28, 28, 1))
+    x = CondConv2D(8, 3, 4, strides=2, activation="relu")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.3)(x)  # its random state must survive the restart too
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    return model
+
+
+def stream(digits_dir):
+    return image_classification("embedded_digits", "train", 28, BATCH, channels=1, epochs=EPOCHS, take=STEPS * BATCH,
+                                data_dir=digits_dir, shuffle_buffer=64)  # fmt: skip
+
+
+def weights(model):
+    return [keras.ops.convert_to_numpy(w) for w in model.weights]
+
+
+@pytest.mark.parametrize("kill_at", [6, 8])  # mid-epoch (after the backup at step 4), and at an epoch end
+def test_interrupted_run_resumes_to_the_uninterrupted_weights(kill_at, digits_dir, tmp_path):
+    reference = build()
+    fit_resumable(reference, stream(digits_dir), epochs=EPOCHS, steps_per_epoch=STEPS,
+                  backup_dir=tmp_path / "ref", backup_every=4, verbose=0)  # fmt: skip
+
+    model = build()
+    with pytest.raises(Interrupt):
+        fit_resumable(model, stream(digits_dir), epochs=EPOCHS, steps_per_epoch=STEPS,
+                      backup_dir=tmp_path / "run", backup_every=4, callbacks=[KillAt(kill_at)], verbose=0)  # fmt: skip
+    assert (tmp_path / "run" / "state.json").exists()
+
+    # A fresh process running the same command (same seed), whose weights the backup replaces.
+    resumed = build()
+    rng = np.random.default_rng(1)
+    for w in resumed.weights:
+        w.assign(rng.normal(size=w.shape).astype(w.dtype))
+    history = fit_resumable(resumed, stream(digits_dir), epochs=EPOCHS, steps_per_epoch=STEPS,
+                            backup_dir=tmp_path / "run", backup_every=4, verbose=0)  # fmt: skip
+    assert int(keras.ops.convert_to_numpy(resumed.optimizer.iterations)) == EPOCHS * STEPS
+    assert history.epoch[-1] == EPOCHS - 1
+    for ours, theirs in zip(weights(resumed), weights(reference)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert not (tmp_path / "run" / "state.json").exists()  # cleaned up once complete
+
+
+def test_backup_rejects_bad_frequency(tmp_path):
+    with pytest.raises(ValueError, match="every"):
+        StepBackup(tmp_path, every=0)
