@@ -8,7 +8,13 @@ NumPy arrays.
 
 from keras_routing.data.digits_builder import EmbeddedDigits
 from keras_routing.data.embedded import load_digit_images, load_digits
-from keras_routing.data.pipelines import PREPROCESSING, image_classification, normalize, num_examples
+from keras_routing.data.pipelines import (
+    PREPROCESSING,
+    image_classification,
+    normalize,
+    num_examples,
+    object_detection,
+)
 
 __all__ = [
     "EmbeddedDigits",
@@ -18,4 +24,5 @@ __all__ = [
     "load_digits",
     "normalize",
     "num_examples",
+    "object_detection",
 ]

@@ -114,9 +114,7 @@ def image_classification(
     shuffle = training if shuffle is None else shuffle
     drop_remainder = training if drop_remainder is None else drop_remainder
 
-    builder = tfds.builder(name, data_dir=data_dir)
-    if name == digits_builder.NAME or download:
-        builder.download_and_prepare()
+    builder = prepared_builder(name, data_dir, download)
     features = builder.info.features
     if "image" not in features or label_key not in features:
         raise ValueError(
@@ -124,9 +122,7 @@ def image_classification(
             f"needs 'image' and {label_key!r} (pass `label_key=`)."
         )
     num_classes = features[label_key].num_classes
-    # No TFDS auto-cache: `take` would leave it half-read; `cache=True` caches after resizing.
-    read_config = tfds.ReadConfig(try_autocache=False)
-    decoded = builder.as_dataset(split=split, shuffle_files=False, read_config=read_config)
+    decoded = read_split(builder, split)
     if take is not None:
         decoded = decoded.take(take)
 
@@ -182,7 +178,97 @@ def _augmenter(augment, seed, channels):
     return apply
 
 
-def num_examples(name, split, data_dir=None):
-    """How many examples ``split`` of the TFDS dataset ``name`` holds (for ``steps_per_epoch``)."""
+def prepared_builder(name, data_dir=None, download=False):
+    """The TFDS builder of ``name``; ``embedded_digits`` (or any dataset, with ``download``) is
+    prepared first. Nothing is downloaded otherwise: see ``read_split`` for the error."""
     builder = tfds.builder(name, data_dir=data_dir)
-    return builder.info.splits[split].num_examples
+    if name == digits_builder.NAME or download:
+        builder.download_and_prepare()
+    return builder
+
+
+def _not_prepared(builder):
+    return ValueError(
+        f"TFDS dataset {builder.name!r} is not prepared in {builder.data_dir_root}: run `tfds build "
+        f"{builder.name}` where it can be downloaded (or pass download=True), then point data_dir at it."
+    )
+
+
+def read_split(builder, split):
+    """``split`` of a prepared builder, in file order; a clear error if the data is not there."""
+    # No TFDS auto-cache: `take` would leave it half-read; `cache=True` caches after resizing.
+    read_config = tfds.ReadConfig(try_autocache=False)
+    try:
+        return builder.as_dataset(split=split, shuffle_files=False, read_config=read_config)
+    except AssertionError as error:  # TFDS's "could not find data in ..."
+        raise _not_prepared(builder) from error
+
+
+def num_examples(name, split, data_dir=None):
+    """Examples in ``split`` (a TFDS split string, ``"train[:10%]"`` too) of dataset ``name``."""
+    builder = prepared_builder(name, data_dir)
+    try:
+        return builder.info.splits[split].num_examples
+    except KeyError as error:  # no split information: the data was never prepared
+        raise _not_prepared(builder) from error
+
+
+def object_detection(
+    name="coco/2017",
+    split="train",
+    image_size=300,
+    batch_size=32,
+    *,
+    bounding_box_format="xyxy",
+    max_boxes=100,
+    preprocessing="mobilenet",
+    shuffle=None,
+    shuffle_buffer=1_000,
+    seed=0,
+    data_dir=None,
+    download=False,
+    take=None,
+):
+    """A batched detection ``tf.data.Dataset`` in KerasCV's format, for SSD-style models.
+
+    Each element is ``{"images": (batch, size, size, 3) float32, "bounding_boxes": {"boxes":
+    (batch, max_boxes, 4), "classes": (batch, max_boxes)}}``: images resized with KerasCV's
+    ``Resizing(pad_to_aspect_ratio=True)`` (the boxes move with them), boxes in pixels in
+    ``bounding_box_format``, padded with class -1. Crowd annotations are dropped.
+    """
+    import keras_cv
+
+    height, width = _size(image_size)
+    _check("preprocessing", preprocessing, PREPROCESSING)
+    builder = prepared_builder(name, data_dir, download)
+    if "objects" not in builder.info.features:
+        raise ValueError(f"TFDS dataset {name!r} has no 'objects' feature: it is not a detection dataset.")
+    decoded = read_split(builder, split)
+    if take is not None:
+        decoded = decoded.take(take)
+    if shuffle if shuffle is not None else split.startswith("train"):
+        decoded = decoded.shuffle(shuffle_buffer, seed=seed)
+
+    def prepare(example):
+        image = tf.cast(example["image"], tf.float32)
+        objects = {k: v for k, v in example["objects"].items() if k in ("bbox", "label", "is_crowd")}
+        # One length for all (TFDS's mock data draws each sequence's length on its own).
+        count = tf.reduce_min([tf.shape(v)[0] for v in objects.values()])
+        objects = {k: v[:count] for k, v in objects.items()}
+        keep = tf.logical_not(objects["is_crowd"]) if "is_crowd" in objects else tf.ones([count], bool)
+        boxes = keras_cv.bounding_box.convert_format(
+            tf.boolean_mask(objects["bbox"], keep), source="rel_yxyx", target=bounding_box_format, images=image
+        )
+        classes = tf.cast(tf.boolean_mask(objects["label"], keep), tf.float32)
+        return {"images": image, "bounding_boxes": {"boxes": boxes, "classes": classes}}
+
+    resize = keras_cv.layers.Resizing(height, width, pad_to_aspect_ratio=True, bounding_box_format=bounding_box_format)
+
+    def finish(batch):
+        batch = resize(batch)
+        boxes = keras_cv.bounding_box.to_dense(batch["bounding_boxes"], max_boxes=max_boxes)
+        return {"images": normalize(batch["images"], preprocessing), "bounding_boxes": boxes}
+
+    stream = decoded.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    stream = stream.ragged_batch(batch_size, drop_remainder=split.startswith("train"))
+    return stream.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -7,7 +7,7 @@ import tensorflow_datasets as tfds
 
 import keras
 
-from keras_routing.data import image_classification, load_digits, normalize
+from keras_routing.data import image_classification, load_digits, normalize, object_detection
 
 # (name, split, channels in the TFDS features, classes)
 CLASSIFICATION = [
@@ -122,3 +122,22 @@ def test_fit_consumes_the_pipeline(digits_dir):
     model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(train, epochs=3, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_coco_detection_batches_in_kerascv_format():
+    with tfds.testing.mock_data(num_examples=6):
+        batch = next(iter(object_detection("coco/2017", "validation", image_size=64, batch_size=3, max_boxes=20)))
+    images, boxes = np.asarray(batch["images"]), batch["bounding_boxes"]
+    classes, coords = np.asarray(boxes["classes"]), np.asarray(boxes["boxes"])
+    assert images.shape == (3, 64, 64, 3) and -1.0 <= images.min() and images.max() <= 1.0
+    assert coords.shape == (3, 20, 4) and classes.shape == (3, 20)
+    real = classes >= 0
+    assert real.any() and (classes[~real] == -1).all()  # padding
+    assert (coords[real] >= -1e-3).all() and (coords[real] <= 64 + 1e-3).all()  # pixels, xyxy
+    assert (coords[real][:, 2] >= coords[real][:, 0]).all() and (coords[real][:, 3] >= coords[real][:, 1]).all()
+    assert (classes[real] < 80).all()
+
+
+def test_classification_datasets_are_not_detection_datasets(digits_dir):
+    with pytest.raises(ValueError, match="not a detection dataset"):
+        object_detection("embedded_digits", "test", data_dir=digits_dir)

@@ -1,0 +1,3 @@
+from keras_routing.cli import entry_point
+
+entry_point()

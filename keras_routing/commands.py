@@ -1,0 +1,200 @@
+"""What each ``keras-routing`` subcommand does, once the backend is chosen (see ``cli``)."""
+
+import inspect
+import json
+import pathlib
+import time
+
+import numpy as np
+
+import keras
+from rich.console import Console
+from rich.table import Table
+
+from keras_routing import recipes, zoo
+from keras_routing.cli import UsageError
+from keras_routing.data import image_classification
+
+console = Console()
+
+
+def _check_model_name(name):
+    if name not in zoo.list_models():
+        raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(zoo.list_models())} (or a recipe .toml)")
+
+
+def _check_dataset(name, data_dir=None):
+    import tensorflow_datasets as tfds
+
+    import keras_routing.data  # noqa: F401  registers embedded_digits
+
+    if name.split("/")[0].split(":")[0] not in tfds.list_builders():
+        raise UsageError(f"unknown dataset {name!r}; use a TFDS name (e.g. embedded_digits, mnist, cifar10, "
+                         "imagenet2012)")  # fmt: skip
+
+
+def _config(args):
+    if args.model.endswith(".toml"):
+        path = pathlib.Path(args.model)
+        if not path.is_file():
+            raise UsageError(f"no recipe file {args.model}")
+        try:
+            recipe = recipes.load(path)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    else:
+        recipe = {"model": {"name": args.model}}
+    overrides = {
+        ("model", "width"): args.width,
+        ("model", "experts"): args.experts,
+        ("model", "dropout"): args.dropout,
+        ("data", "dataset"): args.dataset,
+        ("data", "image_size"): args.image_size,
+        ("data", "augment"): None if args.augment is None else (None if args.augment == "none" else args.augment),
+        ("data", "mixup"): args.mixup,
+        ("data", "take"): args.take,
+        ("data", "data_dir"): args.data_dir,
+        ("train", "epochs"): args.epochs,
+        ("train", "batch_size"): args.batch_size,
+        ("train", "optimizer"): args.optimizer,
+        ("train", "learning_rate"): args.learning_rate,
+        ("train", "schedule"): args.schedule,
+        ("train", "seed"): args.seed,
+        ("train", "backup_every"): args.backup_every,
+    }
+    config = recipes.resolve(recipe, overrides)
+    if args.augment == "none":
+        config["data"]["augment"] = None
+    _check_model_name(config["model"]["name"])
+    _check_dataset(config["data"]["dataset"])
+    accepted = set(inspect.signature(zoo.factory(config["model"]["name"])).parameters)
+    unknown = set(config["model"]) - accepted - {"name", "baseline"}
+    if unknown:
+        raise UsageError(f"{config['model']['name']} takes no argument(s) {sorted(unknown)}; valid: "
+                         f"{', '.join(sorted(accepted - {'input_shape', 'classes', 'include_top'}))}")  # fmt: skip
+    if recipe.get("requires", {}).get("accelerators"):
+        console.print(f"[yellow]Note:[/] {args.model} is a paper-scale recipe meant for accelerators.")
+    return config
+
+
+def _distribution(distribution):
+    """A function giving the context to build each model in, for ``--distribution``."""
+    if distribution == "none":
+        return None
+    from keras_routing.distribution import data_parallel
+
+    scope, replicas = data_parallel()
+    console.print(f"data parallel over {replicas} {keras.backend.backend()} devices")
+    return scope
+
+
+def train(args):
+    from keras_routing import experiment
+
+    config = _config(args)
+    name = config["model"]["name"]
+    output = args.output or pathlib.Path("outputs") / name
+    scope = _distribution(args.distribution)
+    verbose = 0 if args.quiet else 1
+    runs = {}
+    baseline = args.baseline if args.baseline is not None else config["model"].get("baseline")
+    if baseline and baseline != "none":
+        _check_model_name(baseline)
+        base_config = {**config, "model": {**config["model"], "name": baseline}}  # same width, dropout, ...
+        console.rule(f"baseline: {baseline}")
+        runs[baseline] = experiment.run(base_config, output / "baseline", verbose, scope, plots=False,
+                                        baseline=True)[0]  # fmt: skip
+    console.rule(f"{name} on {config['data']['dataset']} ({keras.backend.backend()})")
+    results, model = experiment.run(config, output, verbose, scope, plots=not args.no_plots)
+    runs[name] = results
+    exports = {}
+    for fmt in args.export or ():
+        from keras_routing.export import export
+
+        exports[fmt] = str(export(model, output / f"export_{fmt}", format=fmt).resolve())
+    _print_summary(runs, exports, output)
+    (output / "summary.json").write_text(json.dumps({"runs": runs, "exports": exports}, indent=2))
+    return 0
+
+
+def _print_summary(runs, exports, output):
+    table = Table(title="Results (held-out split)")
+    for column in ("model", "params", "MAdds", "accuracy", "loss", "train time"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, r in runs.items():
+        table.add_row(name, f"{r['params'] / 1e6:.2f}M", f"{r['madds'] / 1e6:.1f}M", f"{r['accuracy']:.2%}",
+                      f"{r['loss']:.3f}", f"{r['train_seconds']:.1f} s")  # fmt: skip
+    console.print(table)
+    if len(runs) == 2:
+        base, cond = runs.values()
+        console.print(f"training-time ratio {cond['model']} / {base['model']}: "
+                      f"{cond['train_seconds'] / base['train_seconds']:.2f}x")  # fmt: skip
+    last = list(runs.values())[-1]
+    console.print(f"model:        {last['model_path']}")
+    console.print(f"best:         {(output / 'checkpoints' / 'best.keras').resolve()}")
+    console.print(f"logs:         {(output / 'history.csv').resolve()}, TensorBoard {(output / 'logs').resolve()}")
+    for plot, path in last["plots"].items():
+        console.print(f"plot:         {path}")
+    for fmt, path in exports.items():
+        console.print(f"export ({fmt}): {path}")
+    console.print(f"summary:      {(output / 'summary.json').resolve()}")
+
+
+def _load(path):
+    if not path.is_file():
+        raise UsageError(f"no model file {path}")
+    return keras.saving.load_model(path)
+
+
+def evaluate(args):
+    model = _load(args.model)
+    dataset = args.dataset or "embedded_digits"
+    _check_dataset(dataset)
+    size = args.image_size or model.input_shape[1]
+    name = model.name if model.name in zoo.list_models() else None
+    preprocessing = zoo.preprocessing(name) if name else "mobilenet"
+    data = image_classification(dataset, args.split or "test", size, args.batch_size or 64, shuffle=False,
+                                preprocessing=preprocessing, data_dir=args.data_dir)  # fmt: skip
+    start = time.perf_counter()
+    predictions, labels = [], []
+    for images, batch_labels in data:
+        predictions.append(keras.ops.convert_to_numpy(model.predict_on_batch(np.asarray(images))).argmax(axis=-1))
+        labels.append(batch_labels.numpy())
+    accuracy = float((np.concatenate(predictions) == np.concatenate(labels)).mean())
+    console.print(f"{args.model}: accuracy {accuracy:.2%} on {dataset} {args.split or 'test'} "
+                  f"({len(np.concatenate(labels)):,} examples, {time.perf_counter() - start:.1f} s)")  # fmt: skip
+    return 0
+
+
+def export(args):
+    from keras_routing.export import export as export_model
+
+    model = _load(args.model)
+    output = args.output or args.model.with_suffix("").with_name(args.model.stem + f"_{args.format}")
+    path = export_model(model, output, format=args.format)
+    console.print(f"exported {args.model} as {args.format}: {path.resolve()}")
+    return 0
+
+
+def profile(args):
+    from keras_routing.profiler import profile as count
+
+    if args.model.endswith(".keras"):
+        model = _load(pathlib.Path(args.model))
+    else:
+        _check_model_name(args.model)
+        from keras_routing import experiment
+
+        config = {"name": args.model, "width": args.width, "experts": args.experts}
+        model = experiment.build_model(config, args.image_size, args.classes)
+    count(model).print(title=f"{model.name}")
+    return 0
+
+
+def zoo_command(args):
+    for name in zoo.list_models():
+        console.print(f"{name:<18} inputs: {zoo.preprocessing(name)} preprocessing")
+    return 0
+
+
+COMMANDS = {"train": train, "evaluate": evaluate, "export": export, "profile": profile, "zoo": zoo_command}

@@ -1,0 +1,55 @@
+"""Routing statistics against literal computations, and the plots as real PNG files."""
+
+import numpy as np
+import pytest
+
+import keras
+
+from keras_routing import analysis
+from keras_routing.layers import CondConv2D, CondDense, Routing
+
+
+def small_model():
+    inputs = keras.Input((8, 8, 3))
+    r = Routing(4, name="block_routing")(inputs)
+    x = CondConv2D(6, 3, 4, routing=None, name="conv")(inputs, routing_weights=r)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = CondDense(3, 4, name="classifier")(x)  # routes itself
+    return keras.Model(inputs, outputs)
+
+
+def test_routing_weights_are_the_routing_functions_outputs():
+    model = small_model()
+    images = np.random.default_rng(0).normal(size=(10, 8, 8, 3)).astype("float32")
+    labels = np.arange(10) % 3
+    dataset = [(images[:6], labels[:6]), (images[6:], np.eye(3, dtype="float32")[labels[6:]])]
+    weights, got_labels = analysis.routing_weights(model, dataset)
+    assert list(weights) == ["block_routing", "classifier/routing"]
+    np.testing.assert_array_equal(got_labels, labels)  # one-hot (mixup) labels as indices
+    # Literal reference: sigmoid(dense(mean over height and width)).
+    kernel, bias = (keras.ops.convert_to_numpy(w) for w in model.get_layer("block_routing").logits.weights)
+    expected = 1 / (1 + np.exp(-(images.mean(axis=(1, 2)) @ kernel + bias)))
+    np.testing.assert_allclose(weights["block_routing"], expected, rtol=1e-5, atol=1e-6)
+    assert weights["classifier/routing"].shape == (10, 4)
+
+
+def test_class_means_and_plots(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    # Expert c fires for class c: the per-class mean must find it.
+    weights = {"layer": np.where(np.eye(4)[labels] > 0, 0.9, 0.1) + rng.uniform(-0.05, 0.05, (60, 4))}
+    means = analysis._class_means(weights["layer"], labels, np.arange(3))
+    np.testing.assert_array_equal(means.argmax(axis=1), [0, 1, 2])
+    paths = [
+        analysis.plot_routing_by_class(weights, labels, tmp_path / "a.png", class_names=["x", "y", "z"]),
+        analysis.plot_top_classes_per_expert(weights, labels, tmp_path / "b.png", top=2),
+        analysis.plot_weight_distribution(weights, tmp_path / "c.png"),
+    ]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_model_without_routing_is_rejected():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="no routing"):
+        analysis.routing_outputs(model)

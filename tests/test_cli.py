@@ -1,0 +1,90 @@
+"""The keras-routing command: one-line errors with exit status 2, and a whole small run."""
+
+import json
+
+import numpy as np
+import pytest
+
+import keras
+
+from keras_routing import cli, zoo
+from keras_routing.data import image_classification
+
+
+def run(capsys, *argv):
+    status = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (["train", "resnet51"], ["unknown model 'resnet51'", "cc_mobilenet_v1", "resnet50"]),
+        (["train", "mobilenet_v1", "--dataset", "cifar11"], ["unknown dataset 'cifar11'"]),
+        (["--backend", "theano", "zoo", "list"], ["--backend", "tensorflow", "jax", "torch"]),
+        (["train", "mobilenet_v1", "--epochz", "3"], ["unrecognized arguments: --epochz"]),
+        (["train", "mobilenet_v1", "--augment", "cutout"], ["--augment", "randaugment"]),
+        (["train", "no/such/recipe.toml"], ["no recipe file"]),
+        (["evaluate", "missing.keras"], ["no model file"]),
+        (["train", "mobilenet_v1", "--dataset", "cifar10", "--data-dir", "/nonexistent"], ["tfds build cifar10"]),
+    ],
+)
+def test_mistakes_get_one_line_and_status_2(capsys, argv, names):
+    status, out, err = run(capsys, *argv)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("keras-routing: error:"), err
+    assert "Traceback" not in err
+    for name in names:
+        assert name in lines[0]
+
+
+def test_zoo_list_names_every_model(capsys):
+    status, out, _ = run(capsys, "zoo", "list")
+    assert status == 0
+    assert [line.split()[0] for line in out.strip().splitlines()] == zoo.list_models()
+
+
+def test_profile_counts_the_models_parameters(capsys):
+    status, out, _ = run(capsys, "profile", "mobilenet_v1", "--width", "0.25", "--image-size", "64", "--classes", "10")
+    expected = zoo.mobilenet_v1(0.25, input_shape=(64, 64, 3), classes=10).count_params()
+    assert status == 0 and f"{expected:,}" in out
+
+
+def test_train_evaluate_export_from_a_recipe(capsys, tmp_path, digits_dir):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(
+        '[model]\nname = "cc_mobilenet_v1"\nwidth = 0.25\nexperts = 2\n'
+        '[data]\ndataset = "embedded_digits"\nimage_size = 32\n'
+        "[train]\nepochs = 2\nbatch_size = 32\nlearning_rate = 0.003\n"
+    )
+    output = tmp_path / "run"
+    status, out, err = run(capsys, "train", str(recipe), "--take", "128", "--epochs", "1", "--output", str(output),
+                           "--data-dir", digits_dir, "--quiet", "--export", "saved_model")  # fmt: skip
+    assert status == 0, err
+    results = json.loads((output / "results.json").read_text())
+    # The recipe's architecture, the option's epoch count.
+    assert results["params"] == zoo.cc_mobilenet_v1(0.25, 2, input_shape=(32, 32, 3), classes=10).count_params()
+    assert results["epochs"] == 1 and len((output / "history.csv").read_text().strip().splitlines()) == 2
+    for name in ("model.keras", "checkpoints/best.keras", "plots/routing_by_class.png", "summary.json"):
+        assert (output / name).is_file(), name
+    assert not (output / "backup" / "state.json").exists()
+    assert str(output / "model.keras") in out.replace("\n", "")
+
+    # The reported accuracy is the argmax accuracy of the saved model on the held-out split.
+    model = keras.saving.load_model(output / "model.keras")
+    data = image_classification("embedded_digits", "test", 32, 500, shuffle=False, data_dir=digits_dir)
+    hits = [np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(np.asarray(x)))).argmax(-1) == np.asarray(y)
+            for x, y in data]  # fmt: skip
+    assert results["accuracy"] == pytest.approx(np.concatenate(hits).mean(), abs=1e-6)
+    status, out, _ = run(capsys, "evaluate", str(output / "model.keras"), "--data-dir", digits_dir)
+    assert status == 0 and f"accuracy {results['accuracy']:.2%}" in out
+
+    # The exported SavedModel computes what the Keras model computes.
+    import tensorflow as tf
+
+    images = next(iter(data))[0][:4]
+    loaded = tf.saved_model.load(str(output / "export_saved_model"))  # keep it: serve uses its variables
+    served = loaded.serve(tf.constant(images)).numpy()
+    np.testing.assert_allclose(served, keras.ops.convert_to_numpy(model(np.asarray(images))), atol=1e-5)
