@@ -9,13 +9,14 @@ import numpy as np
 
 import keras
 from rich.console import Console
+from rich.progress import track
 from rich.table import Table
 
 from keras_routing import recipes, zoo
 from keras_routing.cli import UsageError
-from keras_routing.data import image_classification
+from keras_routing.data import image_classification, num_examples
 
-console = Console()
+console = Console(soft_wrap=True)  # paths stay whole, to copy and paste
 
 
 def _check_model_name(name):
@@ -155,9 +156,12 @@ def evaluate(args):
     preprocessing = zoo.preprocessing(name) if name else "mobilenet"
     data = image_classification(dataset, args.split or "test", size, args.batch_size or 64, shuffle=False,
                                 preprocessing=preprocessing, data_dir=args.data_dir)  # fmt: skip
+    split = args.split or "test"
+    batches = -(-num_examples(dataset, split, args.data_dir) // (args.batch_size or 64))
     start = time.perf_counter()
     predictions, labels = [], []
-    for images, batch_labels in data:
+    for images, batch_labels in track(data, description=f"evaluating on {dataset} {split}", total=batches,
+                                      console=console, transient=True):  # fmt: skip
         predictions.append(keras.ops.convert_to_numpy(model.predict_on_batch(np.asarray(images))).argmax(axis=-1))
         labels.append(batch_labels.numpy())
     accuracy = float((np.concatenate(predictions) == np.concatenate(labels)).mean())

@@ -95,6 +95,8 @@ class StepBackup(keras.callbacks.Callback):
     def delete(self):
         for name in ("backup.weights.h5", "seeds.npz", "state.json"):
             (self.directory / name).unlink(missing_ok=True)
+        if self.directory.is_dir() and not any(self.directory.iterdir()):
+            self.directory.rmdir()
 
 
 def fit_resumable(

@@ -1,5 +1,11 @@
 """Interrupted training resumes from its backup to the weights an uninterrupted run reaches."""
 
+import json
+import pathlib
+import signal
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -74,6 +80,26 @@ def test_interrupted_run_resumes_to_the_uninterrupted_weights(kill_at, digits_di
     for ours, theirs in zip(weights(resumed), weights(reference)):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
     assert not (tmp_path / "run" / "state.json").exists()  # cleaned up once complete
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="one backend: three fresh processes are slow")
+def test_process_killed_mid_epoch_resumes_to_the_uninterrupted_weights(digits_dir, tmp_path):
+    """A real SIGKILL at step 6 (the backup is from step 4), then the same command again."""
+    script = pathlib.Path(__file__).with_name("killed_run.py")
+
+    def run(directory, *extra):
+        return subprocess.run([sys.executable, str(script), str(directory), digits_dir, *extra],
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+
+    killed = run(tmp_path / "run", "--kill-at", "6")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == 4
+    assert run(tmp_path / "run").returncode == 0
+    assert run(tmp_path / "reference").returncode == 0
+    with np.load(tmp_path / "run" / "final.npz") as resumed, np.load(tmp_path / "reference" / "final.npz") as ref:
+        assert len(resumed.files) == len(ref.files) > 0
+        for name in ref.files:
+            np.testing.assert_allclose(resumed[name], ref[name], rtol=1e-5, atol=1e-6)
 
 
 def test_backup_rejects_bad_frequency(tmp_path):

@@ -195,7 +195,12 @@ class CondDense(ExpertLayer):
     def call(self, inputs, routing_weights=None, training=None):
         r = self.resolve_routing_weights(inputs, routing_weights, self.units, training=training)
         n, features, units = self.kernel.shape
-        if len(inputs.shape) == 2:
+        if len(inputs.shape) == 2 and inputs.shape[0] == 1:
+            # One example: mix the kernel (streams the experts once), one matmul. The all-experts
+            # matmul below would first copy the whole transposed expert stack (16 MB for an
+            # 8-expert ImageNet classifier) on every call.
+            outputs = ops.matmul(inputs, cond_conv_ops.mix_one(r, self.kernel, cond_conv_ops.mix_kernels))
+        elif len(inputs.shape) == 2:
             # All experts in one matmul: as cheap as mixing the kernel, with no (batch, in, out) tensor.
             stacked = ops.reshape(ops.transpose(self.kernel, (1, 0, 2)), (features, n * units))
             per_expert = ops.reshape(ops.matmul(inputs, stacked), (-1, n, units))

@@ -127,7 +127,7 @@ def conv_patches(x, kernel, r, strides, padding, dilation_rate):
     return ops.reshape(y, (-1, out_h, out_w, f))
 
 
-def _mix_one(r, kernel, mix):
+def mix_one(r, kernel, mix):
     """The one example's kernel: a vector-tensor contraction that streams all experts' weights
     once. TensorFlow runs it as a vector-matrix einsum (14.5 GB/s, where tensordot and a 1-row
     matmul reach 10; 8 experts x 512k parameters, 2-core CPU); JAX and PyTorch as one
@@ -141,7 +141,7 @@ def _mix_one(r, kernel, mix):
 
 
 def conv_single(x, kernel, r, strides, padding, dilation_rate):
-    mixed = _mix_one(r, kernel, mix_kernels)
+    mixed = mix_one(r, kernel, mix_kernels)
     return ops.conv(x, mixed, strides=strides, padding=padding, dilation_rate=dilation_rate)
 
 
@@ -190,7 +190,7 @@ def depthwise_patches(x, kernel, r, strides, padding, dilation_rate):
 
 
 def depthwise_single(x, kernel, r, strides, padding, dilation_rate):
-    mixed = _mix_one(r, kernel, _mix_depthwise)
+    mixed = mix_one(r, kernel, _mix_depthwise)
     return ops.depthwise_conv(x, mixed, strides=strides, padding=padding, dilation_rate=dilation_rate)
 
 
