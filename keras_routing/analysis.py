@@ -71,23 +71,29 @@ def _pyplot():
     return plt
 
 
+def _grid(plt, panels, width, height):
+    """A figure of ``panels`` axes, four to a row, ``width`` x ``height`` inches each; the
+    axes left over in the last row are switched off."""
+    columns = min(4, panels)
+    rows = math.ceil(panels / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    for axis in axes.flat[panels:]:
+        axis.axis("off")
+    return figure, axes.flat[:panels]
+
+
 def plot_routing_by_class(weights, labels, path, class_names=None, max_classes=20):
     """Heatmaps (class x expert) of the mean routing weight at every routed layer."""
     plt = _pyplot()
     classes = np.unique(labels)[:max_classes]
     names = [class_names[c] if class_names else str(c) for c in classes]
-    columns = min(4, len(weights))
-    rows = math.ceil(len(weights) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 0.25 * len(classes) * rows + 1.5 * rows),
-                                squeeze=False)  # fmt: skip
-    for axis, (name, values) in zip(axes.flat, weights.items()):
+    figure, axes = _grid(plt, len(weights), 3.2, 0.25 * len(classes) + 1.5)
+    for axis, (name, values) in zip(axes, weights.items()):
         image = axis.imshow(_class_means(values, labels, classes), aspect="auto", cmap="viridis")
         axis.set_title(name, fontsize=8)
         axis.set_xlabel("expert", fontsize=7)
         axis.set_yticks(range(len(classes)), names, fontsize=6)
         figure.colorbar(image, ax=axis)
-    for axis in list(axes.flat)[len(weights):]:
-        axis.axis("off")
     figure.suptitle("Mean routing weight per class (CondConv paper, Fig. 4)")
     return _save(figure, path, plt)
 
@@ -99,14 +105,8 @@ def plot_top_classes_per_expert(weights, labels, path, layer=None, top=5, class_
     layer = layer or list(weights)[-1]
     classes = np.unique(labels)
     means = _class_means(weights[layer], labels, classes)  # (classes, experts)
-    experts = means.shape[1]
-    columns = min(4, experts)
-    rows = math.ceil(experts / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 2.2 * rows), squeeze=False)
-    for expert, axis in enumerate(axes.flat):
-        if expert >= experts:
-            axis.axis("off")
-            continue
+    figure, axes = _grid(plt, means.shape[1], 3, 2.2)
+    for expert, axis in enumerate(axes):
         order = np.argsort(-np.nan_to_num(means[:, expert], nan=-np.inf))[:top]
         names = [class_names[classes[i]] if class_names else str(classes[i]) for i in order]
         axis.barh(range(len(order))[::-1], means[order, expert])
@@ -119,14 +119,10 @@ def plot_top_classes_per_expert(weights, labels, path, layer=None, top=5, class_
 def plot_weight_distribution(weights, path, bins=40):
     """Histograms of the routing weights at every routed layer, in model order."""
     plt = _pyplot()
-    columns = min(4, len(weights))
-    rows = math.ceil(len(weights) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 2.2 * rows), squeeze=False)
-    for axis, (name, values) in zip(axes.flat, weights.items()):
+    figure, axes = _grid(plt, len(weights), 3, 2.2)
+    for axis, (name, values) in zip(axes, weights.items()):
         axis.hist(values.ravel(), bins=bins, range=(0.0, 1.0), color="tab:blue")
         axis.set_title(name, fontsize=8)
-    for axis in list(axes.flat)[len(weights):]:
-        axis.axis("off")
     figure.suptitle("Distribution of routing weights (CondConv paper, Fig. 7)")
     return _save(figure, path, plt)
 

@@ -1,6 +1,5 @@
 """What each ``keras-routing`` subcommand does, once the backend is chosen (see ``cli``)."""
 
-import inspect
 import json
 import pathlib
 import time
@@ -8,13 +7,17 @@ import time
 import numpy as np
 
 import keras
+import tensorflow_datasets as tfds
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from keras_routing import recipes, zoo
+from keras_routing import experiment, recipes, zoo
 from keras_routing.cli import UsageError
 from keras_routing.data import image_classification, num_examples
+from keras_routing.distribution import data_parallel
+from keras_routing.export import export as export_model
+from keras_routing.profiler import profile as count
 
 console = Console(soft_wrap=True)  # paths stay whole, to copy and paste
 
@@ -24,11 +27,8 @@ def _check_model_name(name):
         raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(zoo.list_models())} (or a recipe .toml)")
 
 
-def _check_dataset(name, data_dir=None):
-    import tensorflow_datasets as tfds
-
-    import keras_routing.data  # noqa: F401  registers embedded_digits
-
+def _check_dataset(name):
+    # keras_routing.data, imported above, has registered embedded_digits with TFDS.
     if name.split("/")[0].split(":")[0] not in tfds.list_builders():
         raise UsageError(f"unknown dataset {name!r}; use a TFDS name (e.g. embedded_digits, mnist, cifar10, "
                          "imagenet2012)")  # fmt: skip
@@ -51,7 +51,7 @@ def _config(args):
         ("model", "dropout"): args.dropout,
         ("data", "dataset"): args.dataset,
         ("data", "image_size"): args.image_size,
-        ("data", "augment"): None if args.augment is None else (None if args.augment == "none" else args.augment),
+        ("data", "augment"): args.augment,
         ("data", "mixup"): args.mixup,
         ("data", "take"): args.take,
         ("data", "data_dir"): args.data_dir,
@@ -64,15 +64,11 @@ def _config(args):
         ("train", "backup_every"): args.backup_every,
     }
     config = recipes.resolve(recipe, overrides)
-    if args.augment == "none":
+    if config["data"]["augment"] == "none":
         config["data"]["augment"] = None
     _check_model_name(config["model"]["name"])
     _check_dataset(config["data"]["dataset"])
-    accepted = set(inspect.signature(zoo.factory(config["model"]["name"])).parameters)
-    unknown = set(config["model"]) - accepted - {"name", "baseline"}
-    if unknown:
-        raise UsageError(f"{config['model']['name']} takes no argument(s) {sorted(unknown)}; valid: "
-                         f"{', '.join(sorted(accepted - {'input_shape', 'classes', 'include_top'}))}")  # fmt: skip
+    experiment.factory_arguments(config["model"])  # before any training (the baseline's included)
     if recipe.get("requires", {}).get("accelerators"):
         console.print(f"[yellow]Note:[/] {args.model} is a paper-scale recipe meant for accelerators.")
     return config
@@ -82,16 +78,12 @@ def _distribution(distribution):
     """A function giving the context to build each model in, for ``--distribution``."""
     if distribution == "none":
         return None
-    from keras_routing.distribution import data_parallel
-
     scope, replicas = data_parallel()
     console.print(f"data parallel over {replicas} {keras.backend.backend()} devices")
     return scope
 
 
 def train(args):
-    from keras_routing import experiment
-
     config = _config(args)
     name = config["model"]["name"]
     output = args.output or pathlib.Path("outputs") / name
@@ -110,9 +102,7 @@ def train(args):
     runs[name] = results
     exports = {}
     for fmt in args.export or ():
-        from keras_routing.export import export
-
-        exports[fmt] = str(export(model, output / f"export_{fmt}", format=fmt).resolve())
+        exports[fmt] = str(export_model(model, output / f"export_{fmt}", format=fmt).resolve())
     _print_summary(runs, exports, output)
     (output / "summary.json").write_text(json.dumps({"runs": runs, "exports": exports}, indent=2))
     return 0
@@ -149,30 +139,27 @@ def _load(path):
 
 def evaluate(args):
     model = _load(args.model)
-    dataset = args.dataset or "embedded_digits"
+    dataset, split, batch_size = args.dataset or "embedded_digits", args.split or "test", args.batch_size or 64
     _check_dataset(dataset)
     size = args.image_size or model.input_shape[1]
-    name = model.name if model.name in zoo.list_models() else None
-    preprocessing = zoo.preprocessing(name) if name else "mobilenet"
-    data = image_classification(dataset, args.split or "test", size, args.batch_size or 64, shuffle=False,
-                                preprocessing=preprocessing, data_dir=args.data_dir)  # fmt: skip
-    split = args.split or "test"
-    batches = -(-num_examples(dataset, split, args.data_dir) // (args.batch_size or 64))
+    preprocessing = zoo.preprocessing(model.name) if model.name in zoo.list_models() else "mobilenet"
+    data = image_classification(dataset, split, size, batch_size, shuffle=False, preprocessing=preprocessing,
+                                data_dir=args.data_dir)  # fmt: skip
+    batches = -(-num_examples(dataset, split, args.data_dir) // batch_size)
     start = time.perf_counter()
     predictions, labels = [], []
     for images, batch_labels in track(data, description=f"evaluating on {dataset} {split}", total=batches,
                                       console=console, transient=True):  # fmt: skip
         predictions.append(keras.ops.convert_to_numpy(model.predict_on_batch(np.asarray(images))).argmax(axis=-1))
         labels.append(batch_labels.numpy())
-    accuracy = float((np.concatenate(predictions) == np.concatenate(labels)).mean())
-    console.print(f"{args.model}: accuracy {accuracy:.2%} on {dataset} {args.split or 'test'} "
-                  f"({len(np.concatenate(labels)):,} examples, {time.perf_counter() - start:.1f} s)")  # fmt: skip
+    labels = np.concatenate(labels)
+    accuracy = float((np.concatenate(predictions) == labels).mean())
+    console.print(f"{args.model}: accuracy {accuracy:.2%} on {dataset} {split} "
+                  f"({len(labels):,} examples, {time.perf_counter() - start:.1f} s)")  # fmt: skip
     return 0
 
 
 def export(args):
-    from keras_routing.export import export as export_model
-
     model = _load(args.model)
     output = args.output or args.model.with_suffix("").with_name(args.model.stem + f"_{args.format}")
     path = export_model(model, output, format=args.format)
@@ -181,17 +168,13 @@ def export(args):
 
 
 def profile(args):
-    from keras_routing.profiler import profile as count
-
     if args.model.endswith(".keras"):
         model = _load(pathlib.Path(args.model))
     else:
         _check_model_name(args.model)
-        from keras_routing import experiment
-
         config = {"name": args.model, "width": args.width, "experts": args.experts}
         model = experiment.build_model(config, args.image_size, args.classes)
-    count(model).print(title=f"{model.name}")
+    count(model).print(title=model.name)
     return 0
 
 

@@ -18,16 +18,19 @@ import keras
 
 from keras_routing import analysis, zoo
 from keras_routing.data import image_classification, num_examples
+from keras_routing.data.pipelines import prepared_builder
 from keras_routing.profiler import profile
 from keras_routing.training import fit_resumable
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
 
-def build_model(model_config, image_size, classes, strict=True):
-    """The zoo model of ``model_config`` for ``image_size`` RGB inputs and ``classes`` outputs.
-    With ``strict=False`` arguments the factory does not take are left out (a baseline built
-    from its CondConv model's configuration has no ``experts``)."""
+def factory_arguments(model_config, strict=True):
+    """``(name, keyword arguments)`` of the zoo factory that ``model_config`` describes.
+
+    ``strict``: an argument the factory does not take is a ``ValueError`` naming the ones it
+    takes; otherwise it is left out (a baseline built from its CondConv model's configuration
+    has no ``experts``)."""
     options = {k: v for k, v in model_config.items() if v is not None}
     name = options.pop("name")
     options.pop("baseline", None)
@@ -35,7 +38,12 @@ def build_model(model_config, image_size, classes, strict=True):
     unknown = set(options) - set(accepted)
     if strict and unknown:
         raise ValueError(f"{name} takes no argument(s) {sorted(unknown)}; it takes {sorted(accepted)}.")
-    options = {k: v for k, v in options.items() if k in accepted}
+    return name, {k: v for k, v in options.items() if k in accepted}
+
+
+def build_model(model_config, image_size, classes, strict=True):
+    """The zoo model of ``model_config`` for ``image_size`` RGB inputs and ``classes`` outputs."""
+    name, options = factory_arguments(model_config, strict)
     return zoo.get(name, input_shape=(image_size, image_size, 3), classes=classes, **options)
 
 
@@ -80,9 +88,7 @@ def datasets(config):
                                         mixup=data.get("mixup", 0.0), epochs=train["epochs"], seed=train["seed"],
                                         take=data.get("take"), **common)  # fmt: skip
     evaluation = image_classification(name, data["eval_split"], shuffle=False, **common)
-    import tensorflow_datasets as tfds
-
-    label = tfds.builder(name, data_dir=data.get("data_dir")).info.features["label"]
+    label = prepared_builder(name, data.get("data_dir")).info.features["label"]
     return train_stream, evaluation, steps, label.num_classes, list(label.names)
 
 
@@ -132,10 +138,10 @@ def run(config, output_dir, verbose=1, scope=None, plots=True, baseline=False):
         "plots": {},
     }
     if plots:
-        steps_batch = config["train"]["batch_size"]
+        batches = math.ceil(2000 / config["train"]["batch_size"])  # about 2,000 held-out examples
         try:
-            results["plots"] = {k: str(v.resolve()) for k, v in analysis.write_routing_plots(
-                model, evaluation, output_dir / "plots", class_names, max_batches=math.ceil(2000 / steps_batch)).items()}  # fmt: skip
+            paths = analysis.write_routing_plots(model, evaluation, output_dir / "plots", class_names, batches)
+            results["plots"] = {k: str(v.resolve()) for k, v in paths.items()}
         except ValueError:
             pass  # a plain model: nothing routed to plot
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))

@@ -40,6 +40,7 @@ class StepBackup(keras.callbacks.Callback):
         self.directory = pathlib.Path(directory)
         self.every = every
         self._pending_torch_rng = None
+        self._step = self._epoch_start = 0
 
     @property
     def _weights(self):
@@ -52,14 +53,24 @@ class StepBackup(keras.callbacks.Callback):
             torch.set_rng_state(torch.from_numpy(self._pending_torch_rng))
             self._pending_torch_rng = None
 
+    def on_train_begin(self, logs=None):
+        self._step = self.step()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self._step
+
     def on_train_batch_end(self, batch, logs=None):
-        if self.step() % self.every == 0:
+        # Counted here rather than read from the optimizer: on JAX every read of `self.model`
+        # syncs the whole training state out of the compiled step.
+        self._step = self._epoch_start + batch + 1
+        if self._step % self.every == 0:
             self.save()
 
     def on_epoch_end(self, epoch, logs=None):
         self.save()
 
     def step(self):
+        """The optimizer's step count (what a restore resumes from)."""
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
     def save(self):

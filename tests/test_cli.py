@@ -27,6 +27,7 @@ def run(capsys, *argv):
         (["train", "mobilenet_v1", "--augment", "cutout"], ["--augment", "randaugment"]),
         (["train", "no/such/recipe.toml"], ["no recipe file"]),
         (["evaluate", "missing.keras"], ["no model file"]),
+        (["train", "mobilenet_v1", "--experts", "8"], ["takes no argument(s) ['experts']", "width"]),
         (["train", "mobilenet_v1", "--dataset", "cifar10", "--data-dir", "/nonexistent"], ["tfds build cifar10"]),
     ],
 )
