@@ -17,9 +17,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The main job: CC-MobileNetV1 and its plain baseline on the embedded digits, evaluated,
-# exported, with the results table and the output paths.
+# exported (SavedModel; LiteRT float32 and int8, each evaluated in the LiteRT interpreter), with
+# the results table and the output paths.
 demo: setup
-	$(BIN)/keras-routing train zoo/cc_mobilenet_v1-digits-quick.toml --export saved_model
+	$(BIN)/keras-routing train zoo/cc_mobilenet_v1-digits-quick.toml --export saved_model litert litert_int8
 
 # The whole suite once per backend; stops at the first backend that fails.
 test: setup
@@ -33,3 +34,4 @@ benchmark: setup
 		KERAS_BACKEND=$$backend $(BIN)/python benchmarks/condconv.py || exit 1; \
 		KERAS_BACKEND=$$backend $(BIN)/python benchmarks/zoo_speed.py --repeats 3 || exit 1; \
 	done
+	cd benchmarks && ../$(BIN)/python litert_speed.py

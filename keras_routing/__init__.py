@@ -8,8 +8,8 @@ import importlib
 
 __version__ = "0.1.0"
 _SUBMODULES = ("analysis", "data", "layers", "training", "zoo")
-_FUNCTIONS = {"profile": "keras_routing.profiler", "Profile": "keras_routing.profiler"}
-__all__ = ["Profile", "profile", *_SUBMODULES, "__version__"]
+_FUNCTIONS = {"profile": "keras_routing.profiler", "Profile": "keras_routing.profiler", "export": "keras_routing.deploy"}
+__all__ = ["Profile", "export", "profile", *_SUBMODULES, "__version__"]
 
 
 def __getattr__(name):

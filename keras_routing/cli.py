@@ -3,7 +3,7 @@
     keras-routing train cc_mobilenet_v1 --experts 8 --epochs 5      # on the embedded digits
     keras-routing train zoo/cc_mobilenet_v1-digits.toml               # a recipe
     keras-routing evaluate outputs/cc_mobilenet_v1/model.keras
-    keras-routing export outputs/cc_mobilenet_v1/model.keras --format saved_model
+    keras-routing export outputs/cc_mobilenet_v1/model.keras --format litert --batch-size 1
     keras-routing profile cc_mobilenet_v1 --width 0.5
     keras-routing zoo list
 
@@ -18,7 +18,9 @@ import pathlib
 import sys
 
 BACKENDS = ("tensorflow", "jax", "torch")
-EXPORT_FORMATS = ("saved_model",)  # LiteRT and ONNX, with folding, come with the export issue
+EXPORT_FORMATS = ("saved_model", "litert", "onnx")
+# What `train --export` writes: the formats, and an int8 LiteRT model calibrated on training images.
+TRAIN_EXPORTS = (*EXPORT_FORMATS, "litert_int8")
 
 
 class UsageError(Exception):
@@ -51,7 +53,8 @@ def _parser():
     train.add_argument("--seed", type=int)
     train.add_argument("--take", type=int, help="train on the first N examples only")
     train.add_argument("--baseline", help="also train this zoo model (e.g. mobilenet_v1) and compare; 'none' = skip")
-    train.add_argument("--export", nargs="*", choices=EXPORT_FORMATS, help="formats to export the trained model to")
+    train.add_argument("--export", nargs="*", choices=TRAIN_EXPORTS,
+                       help="formats to export the trained model to (LiteRT at batch 1, for phones)")  # fmt: skip
     train.add_argument("--distribution", choices=("none", "data_parallel"), default="none")
     train.add_argument("--backup-every", type=int, default=50, help="steps between backups (resumption)")
     train.add_argument("--output", type=pathlib.Path, help="output directory (default outputs/<model>)")
@@ -66,6 +69,13 @@ def _parser():
     export = commands.add_parser("export", help="export a saved .keras model for deployment")
     export.add_argument("model", type=pathlib.Path, help="a .keras file")
     export.add_argument("--format", choices=EXPORT_FORMATS, default="saved_model")
+    export.add_argument("--quantize", choices=("dynamic", "int8"), help="LiteRT only: int8 weights, or weights "
+                        "and activations (needs --representative)")  # fmt: skip
+    export.add_argument("--representative", help="int8 calibration images: a .npy file of model inputs, or a "
+                        "TFDS dataset name (its train split, with the zoo's preprocessing)")  # fmt: skip
+    export.add_argument("--image-size", type=int, help="with a TFDS --representative: the model's input size")
+    export.add_argument("--batch-size", type=int, help="the exported batch size (default: any; 1 for phones)")
+    export.add_argument("--data-dir", help="TFDS data directory")
     export.add_argument("--output", type=pathlib.Path)
 
     profile = commands.add_parser("profile", help="parameters and multiply-adds, per layer")

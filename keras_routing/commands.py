@@ -16,7 +16,8 @@ from keras_routing import experiment, recipes, zoo
 from keras_routing.cli import UsageError
 from keras_routing.data import image_classification, num_examples
 from keras_routing.distribution import data_parallel
-from keras_routing.export import export as export_model
+from keras_routing.deploy import export as export_model
+from keras_routing.deploy import run_litert
 from keras_routing.profiler import profile as count
 
 console = Console(soft_wrap=True)  # paths stay whole, to copy and paste
@@ -100,12 +101,35 @@ def train(args):
     console.rule(f"{name} on {config['data']['dataset']} ({keras.backend.backend()})")
     results, model = experiment.run(config, output, verbose, scope, plots=not args.no_plots)
     runs[name] = results
-    exports = {}
-    for fmt in args.export or ():
-        exports[fmt] = str(export_model(model, output / f"export_{fmt}", format=fmt).resolve())
+    exports = {fmt: _export_trained(model, fmt, config, output) for fmt in args.export or ()}
     _print_summary(runs, exports, output)
     (output / "summary.json").write_text(json.dumps({"runs": runs, "exports": exports}, indent=2))
     return 0
+
+
+def _export_trained(model, fmt, config, output):
+    """Export the trained model; a LiteRT model is also evaluated on the held-out split, so the
+    table shows what converting (and quantizing) cost in accuracy."""
+    if fmt == "saved_model":
+        return {"path": str(export_model(model, output / "export_saved_model").resolve())}
+    if fmt == "onnx":
+        return {"path": str(export_model(model, output / "model.onnx", format="onnx").resolve())}
+    _, evaluation, *_ = experiment.datasets(config)
+    calibration = None
+    if fmt == "litert_int8":
+        data = config["data"]
+        calibration = image_classification(data["dataset"], data["train_split"], data["image_size"], 32,
+                                           preprocessing=zoo.preprocessing(config["model"]["name"]),
+                                           data_dir=data.get("data_dir"), shuffle=False, take=200)  # fmt: skip
+    path = output / ("model_int8.tflite" if calibration is not None else "model.tflite")
+    export_model(model, path, format="litert", batch_size=1, quantize="int8" if calibration is not None else None,
+                 representative_dataset=calibration)  # fmt: skip
+    predictions, labels = [], []
+    for images, batch_labels in evaluation:
+        predictions.append(run_litert(path, images.numpy()).argmax(axis=-1))
+        labels.append(batch_labels.numpy())
+    accuracy = float((np.concatenate(predictions) == np.concatenate(labels)).mean())
+    return {"path": str(path.resolve()), "accuracy": accuracy}
 
 
 def _print_summary(runs, exports, output):
@@ -126,8 +150,9 @@ def _print_summary(runs, exports, output):
     console.print(f"logs:         {(output / 'history.csv').resolve()}, TensorBoard {(output / 'logs').resolve()}")
     for plot, path in last["plots"].items():
         console.print(f"plot:         {path}")
-    for fmt, path in exports.items():
-        console.print(f"export ({fmt}): {path}")
+    for fmt, export in exports.items():
+        accuracy = f" (accuracy {export['accuracy']:.2%} in the LiteRT interpreter)" if "accuracy" in export else ""
+        console.print(f"export ({fmt}): {export['path']}{accuracy}")
     console.print(f"summary:      {(output / 'summary.json').resolve()}")
 
 
@@ -161,10 +186,27 @@ def evaluate(args):
 
 def export(args):
     model = _load(args.model)
-    output = args.output or args.model.with_suffix("").with_name(args.model.stem + f"_{args.format}")
-    path = export_model(model, output, format=args.format)
+    suffix = {"saved_model": "_saved_model", "litert": ".tflite", "onnx": ".onnx"}[args.format]
+    default = args.model.stem + ("_int8" if args.quantize == "int8" else "") + suffix
+    output = args.output or args.model.with_name(default)
+    calibration = None if args.representative is None else _representative(args, model)
+    path = export_model(model, output, format=args.format, quantize=args.quantize,
+                        representative_dataset=calibration, batch_size=args.batch_size)  # fmt: skip
     console.print(f"exported {args.model} as {args.format}: {path.resolve()}")
     return 0
+
+
+def _representative(args, model):
+    """Calibration images: a .npy file of model inputs, or a TFDS dataset's train split."""
+    if args.representative.endswith(".npy"):
+        if not pathlib.Path(args.representative).is_file():
+            raise UsageError(f"no such file: {args.representative}")
+        return np.load(args.representative)
+    _check_dataset(args.representative)
+    preprocessing = zoo.preprocessing(model.name) if model.name in zoo.list_models() else "mobilenet"
+    image_size = args.image_size or model.input_shape[1]
+    return image_classification(args.representative, "train", image_size, 32, preprocessing=preprocessing,
+                                data_dir=args.data_dir, shuffle=False, take=200)  # fmt: skip
 
 
 def profile(args):

@@ -62,7 +62,7 @@ def test_train_evaluate_export_from_a_recipe(capsys, tmp_path, digits_dir):
     )
     output = tmp_path / "run"
     status, out, err = run(capsys, "train", str(recipe), "--take", "128", "--epochs", "1", "--output", str(output),
-                           "--data-dir", digits_dir, "--quiet", "--export", "saved_model")  # fmt: skip
+                           "--data-dir", digits_dir, "--quiet", "--export", "saved_model", "litert")  # fmt: skip
     assert status == 0, err
     results = json.loads((output / "results.json").read_text())
     # The recipe's architecture, the option's epoch count.
@@ -89,3 +89,16 @@ def test_train_evaluate_export_from_a_recipe(capsys, tmp_path, digits_dir):
     loaded = tf.saved_model.load(str(output / "export_saved_model"))  # keep it: serve uses its variables
     served = loaded.serve(tf.constant(images)).numpy()
     np.testing.assert_allclose(served, keras.ops.convert_to_numpy(model(np.asarray(images))), atol=1e-5)
+    # The LiteRT model (batch 1) was evaluated on the same split: the same accuracy, give or take
+    # a prediction that float rounding flips.
+    litert = json.loads((output / "summary.json").read_text())["exports"]["litert"]
+    assert litert["path"] == str((output / "model.tflite").resolve())
+    assert litert["accuracy"] == pytest.approx(results["accuracy"], abs=2 / 2000)
+
+    # int8 LiteRT calibrated on a TFDS dataset's train split; a bad request is one line, status 2.
+    status, out, err = run(capsys, "export", str(output / "model.keras"), "--format", "litert", "--quantize", "int8",
+                           "--representative", "embedded_digits", "--data-dir", digits_dir, "--batch-size", "1")  # fmt: skip
+    assert status == 0, err
+    assert (output / "model_int8.tflite").is_file() and str((output / "model_int8.tflite").resolve()) in out
+    status, _, err = run(capsys, "export", str(output / "model.keras"), "--format", "onnx", "--quantize", "dynamic")
+    assert status == 2 and "applies to format='litert' only" in err

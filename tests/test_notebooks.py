@@ -22,4 +22,5 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
     assert (tmp_path / "outputs" / "quickstart" / "saved_model").is_dir()
+    assert (tmp_path / "outputs" / "quickstart" / "cc_mobilenet_v1.tflite").is_file()
     assert len(list((tmp_path / "outputs" / "quickstart" / "plots").glob("*.png"))) == 3

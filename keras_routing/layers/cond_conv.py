@@ -7,7 +7,7 @@ computed (``strategy``) is a matter of speed only, see ``cond_conv_ops``.
 import keras
 from keras import ops
 
-from keras_routing.layers import cond_conv_ops
+from keras_routing.layers import cond_conv_ops, deployment
 from keras_routing.layers.base import ExpertLayer
 
 USER_STRATEGIES = ("auto", "mixture", "grouped", "patches")
@@ -69,7 +69,7 @@ class _CondConvBase(ExpertLayer):
         strategy = self.strategy
         if strategy == "auto":
             strategy = cond_conv_ops.choose_strategy(
-                self.kind, self.kernel_size, batch_size, strides=self.strides
+                self.kind, self.kernel_size, batch_size, strides=self.strides, deployment=deployment.current()
             )
         table = cond_conv_ops.FULL if self.kind == "full" else cond_conv_ops.DEPTHWISE
         return table[strategy]
@@ -168,6 +168,11 @@ class CondDepthwiseConv2D(_CondConvBase):
         return {**super().get_config(), "depth_multiplier": self.depth_multiplier}
 
 
+def _folds_constants(target):
+    """Whether the exported graph turns the weights into constants (LiteRT and ONNX do)."""
+    return target is not None and target.runtime in ("litert", "onnx")
+
+
 @keras.saving.register_keras_serializable(package="keras_routing")
 class CondDense(ExpertLayer):
     """A dense layer whose kernel and bias are example-dependent mixtures of experts.
@@ -195,13 +200,15 @@ class CondDense(ExpertLayer):
     def call(self, inputs, routing_weights=None, training=None):
         r = self.resolve_routing_weights(inputs, routing_weights, self.units, training=training)
         n, features, units = self.kernel.shape
-        if len(inputs.shape) == 2 and inputs.shape[0] == 1:
+        if len(inputs.shape) == 2 and inputs.shape[0] == 1 and not _folds_constants(deployment.current()):
             # One example: mix the kernel (streams the experts once), one matmul. The all-experts
             # matmul below would first copy the whole transposed expert stack (16 MB for an
             # 8-expert ImageNet classifier) on every call.
             outputs = ops.matmul(inputs, cond_conv_ops.mix_one(r, self.kernel, cond_conv_ops.mix_kernels))
         elif len(inputs.shape) == 2:
-            # All experts in one matmul: as cheap as mixing the kernel, with no (batch, in, out) tensor.
+            # All experts in one matmul: as cheap as mixing the kernel, with no (batch, in, out)
+            # tensor. Exported, the transposed stack is one constant: static weights that the
+            # runtime packs once, where a mixed kernel would be a run-time tensor.
             stacked = ops.reshape(ops.transpose(self.kernel, (1, 0, 2)), (features, n * units))
             per_expert = ops.reshape(ops.matmul(inputs, stacked), (-1, n, units))
             outputs = cond_conv_ops.weighted_sum_of_experts(per_expert, r)

@@ -49,10 +49,15 @@ def mix_bias(routing_weights, bias):
 
 
 def weighted_sum_of_experts(outputs, routing_weights):
-    """``outputs`` (batch, ..., num_experts, out_channels) summed over experts with ``r``."""
-    if len(routing_weights.shape) == 2:
-        return ops.einsum("b...nf,bn->b...f", outputs, routing_weights)
-    return ops.einsum("b...nf,bnf->b...f", outputs, routing_weights)
+    """``outputs`` (batch, ..., num_experts, out_channels) summed over experts with ``r``.
+
+    A broadcast multiply and a sum rather than an einsum: converted to LiteRT, the einsum
+    becomes transposes around a BATCH_MATMUL, which has no fast int8 kernel."""
+    r = routing_weights
+    if len(r.shape) == 2:
+        r = r[..., None]
+    r = ops.reshape(r, (-1,) + (1,) * (len(outputs.shape) - 3) + tuple(r.shape[1:]))
+    return ops.sum(outputs * r, axis=-2)
 
 
 def _pair(value):
@@ -218,7 +223,7 @@ DEPTHWISE = {
 }
 
 
-def choose_strategy(kind, kernel_size, batch_size, backend_name=None, strides=(1, 1)):
+def choose_strategy(kind, kernel_size, batch_size, backend_name=None, strides=(1, 1), deployment=None):
     """The fastest formulation for ``kind`` ("full" or "depthwise") on this backend.
 
     Chosen from ``benchmarks/condconv.py`` on 2-core CPUs (training step at batch 32, ratio to
@@ -233,10 +238,25 @@ def choose_strategy(kind, kernel_size, batch_size, backend_name=None, strides=(1
       depthwise convolution (``grouped``) for depthwise ones (TF 1.9x, torch 1.4x).
     An unknown (symbolic) batch size gets a formulation that is right for every batch size.
     TensorFlow's depthwise convolution supports equal strides only; ``patches`` any.
+
+    Exported to LiteRT or ONNX (``deployment``, see ``keras_routing.layers.deployment``), the
+    runtime's kernels decide (LiteRT interpreter, XNNPACK, 2 threads, batch 1; figures in the
+    README): a full convolution becomes the mixed kernel times the image patches, one
+    BATCH_MATMUL, which takes a run-time right-hand side at near the static convolution's speed,
+    where CONV_2D with a run-time kernel falls back to a kernel 10x slower behind a transpose
+    of the kernel; a depthwise one stays one DEPTHWISE_CONV_2D with the mixed kernel at batch 1
+    (shifted multiply-adds were 2 ms slower over CC-MobileNetV1), shifted multiply-adds for
+    any batch size. Both are builtin ops with no per-example loop.
     """
     backend_name = backend_name or backend.backend()
     if backend_name == "tensorflow" and kind == "depthwise" and strides[0] != strides[1]:
         return "patches"
+    if deployment is not None and deployment.runtime in ("litert", "onnx"):
+        if kind == "full":
+            # int8 BATCH_MATMUL with a run-time right-hand side runs ~150x slower than the
+            # static int8 convolution, so int8 models run the experts as one wide convolution.
+            return "mixture" if deployment.quantize == "int8" else "patches"
+        return "single" if batch_size == 1 else "patches"
     if backend_name == "jax" and (batch_size != 1 or kind == "depthwise"):
         return "patches"
     if batch_size == 1:

@@ -1,0 +1,46 @@
+"""Inference-time folding: which form a conditional layer takes while it is exported.
+
+Exporting traces the model once for a runtime that will run it many times, so the layers can
+take the form that suits that runtime rather than the training backend. Inside
+``exporting_for(runtime)``, every conditional layer asks ``current()`` and folds itself:
+
+- CondConv layers compute each example's mixed kernel and run one convolution (the paper's
+  inference path), in ops the runtime runs with builtin kernels (see ``choose_strategy``);
+- the CondConv classifier runs all experts in one matmul over weights that the converter
+  folds into one constant (no kernel copy at run time);
+- the later families add theirs here: deterministic top-k for routed experts, threshold
+  inference for gated residuals.
+
+Outside the context (training, evaluation, ``predict``) nothing changes.
+"""
+
+import contextlib
+import contextvars
+import dataclasses
+
+RUNTIMES = ("saved_model", "litert", "onnx")
+
+
+@dataclasses.dataclass(frozen=True)
+class Deployment:
+    runtime: str  # one of RUNTIMES
+    quantize: str | None = None  # None, "dynamic" or "int8"
+
+
+_current = contextvars.ContextVar("keras_routing_deployment", default=None)
+
+
+def current():
+    """The ``Deployment`` being exported for, or ``None`` outside an export."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def exporting_for(runtime, quantize=None):
+    if runtime not in RUNTIMES:
+        raise ValueError(f"`runtime` must be one of {RUNTIMES}, got {runtime!r}.")
+    token = _current.set(Deployment(runtime, quantize))
+    try:
+        yield _current.get()
+    finally:
+        _current.reset(token)
