@@ -12,6 +12,7 @@ import keras
 from keras_routing import deploy, zoo
 from keras_routing.data import load_digit_images
 from tests.reference import to_numpy
+from tests.zoo.helpers import with_data_statistics
 
 on_tensorflow = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
@@ -33,18 +34,6 @@ CONDITIONAL = [name for name in ZOO if name.startswith("cc_")]
 def digits():
     (train, _), (test, test_labels) = load_digit_images(SIZE)
     return train[:256], test[:8]
-
-
-def with_data_statistics(model, images):
-    """Batch-norm statistics from real images: freshly initialised networks pass almost nothing
-    through 50 layers in inference mode (outputs all alike would make parity trivial)."""
-    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in norms:
-        layer.momentum = 0.0
-    model(images, training=True)
-    for layer in norms:
-        layer.momentum = 0.99
-    return model
 
 
 def build(name, images):
