@@ -16,8 +16,8 @@ from keras_routing import experiment, recipes, zoo
 from keras_routing.cli import UsageError
 from keras_routing.data import image_classification, num_examples
 from keras_routing.distribution import data_parallel
+from keras_routing.deploy import CALIBRATION_EXAMPLES, litert_predictor
 from keras_routing.deploy import export as export_model
-from keras_routing.deploy import run_litert
 from keras_routing.profiler import profile as count
 
 console = Console(soft_wrap=True)  # paths stay whole, to copy and paste
@@ -101,35 +101,57 @@ def train(args):
     console.rule(f"{name} on {config['data']['dataset']} ({keras.backend.backend()})")
     results, model = experiment.run(config, output, verbose, scope, plots=not args.no_plots)
     runs[name] = results
-    exports = {fmt: _export_trained(model, fmt, config, output) for fmt in args.export or ()}
+    exports = _export_trained(model, args.export or (), config, output)
     _print_summary(runs, exports, output)
     (output / "summary.json").write_text(json.dumps({"runs": runs, "exports": exports}, indent=2))
     return 0
 
 
-def _export_trained(model, fmt, config, output):
-    """Export the trained model; a LiteRT model is also evaluated on the held-out split, so the
-    table shows what converting (and quantizing) cost in accuracy."""
-    if fmt == "saved_model":
-        return {"path": str(export_model(model, output / "export_saved_model").resolve())}
-    if fmt == "onnx":
-        return {"path": str(export_model(model, output / "model.onnx", format="onnx").resolve())}
-    _, evaluation, *_ = experiment.datasets(config)
-    calibration = None
-    if fmt == "litert_int8":
-        data = config["data"]
-        calibration = image_classification(data["dataset"], data["train_split"], data["image_size"], 32,
-                                           preprocessing=zoo.preprocessing(config["model"]["name"]),
-                                           data_dir=data.get("data_dir"), shuffle=False, take=200)  # fmt: skip
-    path = output / ("model_int8.tflite" if calibration is not None else "model.tflite")
-    export_model(model, path, format="litert", batch_size=1, quantize="int8" if calibration is not None else None,
-                 representative_dataset=calibration)  # fmt: skip
-    predictions, labels = [], []
-    for images, batch_labels in evaluation:
-        predictions.append(run_litert(path, images.numpy()).argmax(axis=-1))
-        labels.append(batch_labels.numpy())
-    accuracy = float((np.concatenate(predictions) == np.concatenate(labels)).mean())
-    return {"path": str(path.resolve()), "accuracy": accuracy}
+def _export_trained(model, formats, config, output):
+    """Export the trained model in each format; a LiteRT model is also evaluated on the
+    held-out split, so the table shows what converting (and quantizing) cost in accuracy."""
+    exports, evaluation = {}, None
+    data = config["data"]
+    for fmt in formats:
+        if fmt == "saved_model":
+            exports[fmt] = {"path": str(export_model(model, output / "export_saved_model").resolve())}
+            continue
+        if fmt == "onnx":
+            exports[fmt] = {"path": str(export_model(model, output / "model.onnx", format="onnx").resolve())}
+            continue
+        calibration = None
+        if fmt == "litert_int8":
+            calibration = _calibration_images(data["dataset"], data["train_split"], data["image_size"],
+                                              zoo.preprocessing(config["model"]["name"]), data.get("data_dir"))  # fmt: skip
+        path = output / ("model_int8.tflite" if calibration is not None else "model.tflite")
+        export_model(model, path, format="litert", batch_size=1, quantize="int8" if calibration is not None else None,
+                     representative_dataset=calibration)  # fmt: skip
+        if evaluation is None:
+            _, evaluation, *_ = experiment.datasets(config)
+        accuracy, _ = _accuracy(litert_predictor(path), evaluation)
+        exports[fmt] = {"path": str(path.resolve()), "accuracy": accuracy}
+    return exports
+
+
+def _accuracy(predict, batches):
+    """Arg-max accuracy of ``predict`` over ``(images, labels)`` batches, and the example count."""
+    hits = []
+    for images, labels in batches:
+        predictions = np.asarray(keras.ops.convert_to_numpy(predict(np.asarray(images)))).argmax(axis=-1)
+        hits.append(predictions == np.asarray(labels))
+    hits = np.concatenate(hits)
+    return float(hits.mean()), len(hits)
+
+
+def _calibration_images(dataset, split, image_size, preprocessing, data_dir):
+    """The first examples of a TFDS split, preprocessed as the model takes them, for int8."""
+    return image_classification(dataset, split, image_size, 32, preprocessing=preprocessing, data_dir=data_dir,
+                                shuffle=False, take=CALIBRATION_EXAMPLES)  # fmt: skip
+
+
+def _preprocessing_of(model):
+    """The zoo's preprocessing for a zoo model (by its name); MobileNet's for any other."""
+    return zoo.preprocessing(model.name) if model.name in zoo.list_models() else "mobilenet"
 
 
 def _print_summary(runs, exports, output):
@@ -167,20 +189,15 @@ def evaluate(args):
     dataset, split, batch_size = args.dataset or "embedded_digits", args.split or "test", args.batch_size or 64
     _check_dataset(dataset)
     size = args.image_size or model.input_shape[1]
-    preprocessing = zoo.preprocessing(model.name) if model.name in zoo.list_models() else "mobilenet"
-    data = image_classification(dataset, split, size, batch_size, shuffle=False, preprocessing=preprocessing,
+    data = image_classification(dataset, split, size, batch_size, shuffle=False, preprocessing=_preprocessing_of(model),
                                 data_dir=args.data_dir)  # fmt: skip
     batches = -(-num_examples(dataset, split, args.data_dir) // batch_size)
     start = time.perf_counter()
-    predictions, labels = [], []
-    for images, batch_labels in track(data, description=f"evaluating on {dataset} {split}", total=batches,
-                                      console=console, transient=True):  # fmt: skip
-        predictions.append(keras.ops.convert_to_numpy(model.predict_on_batch(np.asarray(images))).argmax(axis=-1))
-        labels.append(batch_labels.numpy())
-    labels = np.concatenate(labels)
-    accuracy = float((np.concatenate(predictions) == labels).mean())
+    progress = track(data, description=f"evaluating on {dataset} {split}", total=batches, console=console,
+                     transient=True)  # fmt: skip
+    accuracy, examples = _accuracy(model.predict_on_batch, progress)
     console.print(f"{args.model}: accuracy {accuracy:.2%} on {dataset} {split} "
-                  f"({len(labels):,} examples, {time.perf_counter() - start:.1f} s)")  # fmt: skip
+                  f"({examples:,} examples, {time.perf_counter() - start:.1f} s)")  # fmt: skip
     return 0
 
 
@@ -203,10 +220,8 @@ def _representative(args, model):
             raise UsageError(f"no such file: {args.representative}")
         return np.load(args.representative)
     _check_dataset(args.representative)
-    preprocessing = zoo.preprocessing(model.name) if model.name in zoo.list_models() else "mobilenet"
     image_size = args.image_size or model.input_shape[1]
-    return image_classification(args.representative, "train", image_size, 32, preprocessing=preprocessing,
-                                data_dir=args.data_dir, shuffle=False, take=200)  # fmt: skip
+    return _calibration_images(args.representative, "train", image_size, _preprocessing_of(model), args.data_dir)
 
 
 def profile(args):

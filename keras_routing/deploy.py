@@ -63,21 +63,32 @@ def export(model, path, format="saved_model", quantize=None, representative_data
 
 
 def run_litert(path, images, threads=None):
-    """Outputs of the LiteRT model at ``path`` on ``images``, in the model's own batch size
-    (or all at once when its batch size is free)."""
+    """Outputs of the LiteRT model at ``path`` on ``images`` (see ``litert_predictor``)."""
+    return litert_predictor(path, threads)(images)
+
+
+def litert_predictor(path, threads=None):
+    """A function from images to the outputs of the LiteRT model at ``path``, holding one
+    interpreter for all its calls. It runs the model's own batch size, or all the images at
+    once when that is free."""
     interpreter = _litert_interpreter(path, threads)
     (inputs,), (outputs,) = interpreter.get_input_details(), interpreter.get_output_details()
-    images = np.asarray(images, dtype="float32")
-    batch = inputs["shape"][0] if inputs["shape_signature"][0] != -1 else len(images)
-    if batch != inputs["shape"][0]:
-        interpreter.resize_tensor_input(inputs["index"], (batch, *images.shape[1:]))
-    interpreter.allocate_tensors()
-    results = []
-    for start in range(0, len(images), batch):
-        interpreter.set_tensor(inputs["index"], images[start : start + batch])
-        interpreter.invoke()
-        results.append(interpreter.get_tensor(outputs["index"]).copy())
-    return np.concatenate(results)
+    fixed = inputs["shape_signature"][0] != -1
+
+    def predict(images):
+        images = np.asarray(images, dtype="float32")
+        batch = inputs["shape"][0] if fixed else len(images)
+        if not fixed:
+            interpreter.resize_tensor_input(inputs["index"], (batch, *images.shape[1:]))
+        interpreter.allocate_tensors()
+        results = []
+        for start in range(0, len(images), batch):
+            interpreter.set_tensor(inputs["index"], images[start : start + batch])
+            interpreter.invoke()
+            results.append(interpreter.get_tensor(outputs["index"]).copy())
+        return np.concatenate(results)
+
+    return predict
 
 
 def litert_ops(path):

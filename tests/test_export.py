@@ -47,6 +47,11 @@ def build(name, images):
 TOLERANCE = {"cc_resnet50": 1e-3}
 
 
+def assert_builtin_only(ops):
+    """No per-example loop and no TensorFlow (Flex) or custom op: what mobile delegates take."""
+    assert not {op for op in ops if op.startswith(("WHILE", "FLEX", "Flex", "CUSTOM"))}, ops
+
+
 def assert_matches(outputs, expected, tolerance=1e-4):
     assert np.abs(expected).max() > 1e-2, "degenerate reference outputs"
     np.testing.assert_allclose(outputs, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max())
@@ -61,7 +66,7 @@ def test_litert_builtin_ops_and_parity(name, digits, tmp_path):
     for batch_size, batch in ((1, images[:1]), (None, images)):  # the phone's graph, and any batch
         path = deploy.export(model, tmp_path / f"{name}_{batch_size}.tflite", "litert", batch_size=batch_size)
         ops = deploy.litert_ops(path)
-        assert not {op for op in ops if op.startswith(("WHILE", "FLEX", "Flex", "CUSTOM"))}, ops
+        assert_builtin_only(ops)
         if name.startswith("cc_"):
             assert "BATCH_MATMUL" in ops  # folded: the mixed kernel times the patches
         assert_matches(deploy.run_litert(path, batch), expected[: len(batch)], TOLERANCE.get(name, 1e-4))
@@ -117,8 +122,7 @@ def test_int8_agrees_with_float(trained_digits_model, tmp_path, capsys):
     for quantize in ("int8", "dynamic"):
         path = deploy.export(model, tmp_path / f"{quantize}.tflite", "litert", quantize=quantize,
                              representative_dataset=calibration, batch_size=None)  # fmt: skip
-        ops = deploy.litert_ops(path)
-        assert not {op for op in ops if op.startswith(("WHILE", "FLEX", "Flex", "CUSTOM"))}, ops
+        assert_builtin_only(deploy.litert_ops(path))
         predictions = deploy.run_litert(path, x_test).argmax(-1)
         agreement = (predictions == float_predictions).mean()
         with capsys.disabled():

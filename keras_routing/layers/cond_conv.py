@@ -168,11 +168,6 @@ class CondDepthwiseConv2D(_CondConvBase):
         return {**super().get_config(), "depth_multiplier": self.depth_multiplier}
 
 
-def _folds_constants(target):
-    """Whether the exported graph turns the weights into constants (LiteRT and ONNX do)."""
-    return target is not None and target.runtime in ("litert", "onnx")
-
-
 @keras.saving.register_keras_serializable(package="keras_routing")
 class CondDense(ExpertLayer):
     """A dense layer whose kernel and bias are example-dependent mixtures of experts.
@@ -200,7 +195,8 @@ class CondDense(ExpertLayer):
     def call(self, inputs, routing_weights=None, training=None):
         r = self.resolve_routing_weights(inputs, routing_weights, self.units, training=training)
         n, features, units = self.kernel.shape
-        if len(inputs.shape) == 2 and inputs.shape[0] == 1 and not _folds_constants(deployment.current()):
+        target = deployment.current()
+        if len(inputs.shape) == 2 and inputs.shape[0] == 1 and not (target and target.freezes_weights):
             # One example: mix the kernel (streams the experts once), one matmul. The all-experts
             # matmul below would first copy the whole transposed expert stack (16 MB for an
             # 8-expert ImageNet classifier) on every call.

@@ -251,7 +251,7 @@ def choose_strategy(kind, kernel_size, batch_size, backend_name=None, strides=(1
     backend_name = backend_name or backend.backend()
     if backend_name == "tensorflow" and kind == "depthwise" and strides[0] != strides[1]:
         return "patches"
-    if deployment is not None and deployment.runtime in ("litert", "onnx"):
+    if deployment is not None and deployment.freezes_weights:
         if kind == "full":
             # int8 BATCH_MATMUL with a run-time right-hand side runs ~150x slower than the
             # static int8 convolution, so int8 models run the experts as one wide convolution.

@@ -26,6 +26,12 @@ class Deployment:
     runtime: str  # one of RUNTIMES
     quantize: str | None = None  # None, "dynamic" or "int8"
 
+    @property
+    def freezes_weights(self):
+        """Whether the converter turns the weights into constants (LiteRT and ONNX do, a
+        SavedModel keeps variables): then layouts fold away and static weights get packed once."""
+        return self.runtime in ("litert", "onnx")
+
 
 _current = contextvars.ContextVar("keras_routing_deployment", default=None)
 
