@@ -34,4 +34,4 @@ benchmark: setup
 		KERAS_BACKEND=$$backend $(BIN)/python benchmarks/condconv.py || exit 1; \
 		KERAS_BACKEND=$$backend $(BIN)/python benchmarks/zoo_speed.py --repeats 3 || exit 1; \
 	done
-	cd benchmarks && ../$(BIN)/python litert_speed.py
+	cd benchmarks && ../$(BIN)/python litert_speed.py && ../$(BIN)/python litert_int8_depthwise.py

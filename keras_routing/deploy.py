@@ -4,10 +4,11 @@
     keras_routing.export(model, "model_int8.tflite", format="litert", quantize="int8",
                          representative_dataset=images)
 
-While the model is traced for export, its conditional layers take their inference form for the
-runtime (``keras_routing.layers.deployment``). LiteRT models hold builtin ops only: a graph that
-would need TensorFlow ops (Flex) or a per-example loop (``WHILE``) fails here, at conversion,
-instead of on the phone.
+Batch normalization after a CondConv layer is first folded into its experts
+(``keras_routing.folding``); then, while the model is traced for export, its conditional layers
+take their inference form for the runtime (``keras_routing.layers.deployment``). LiteRT models
+hold builtin ops only: a graph that would need TensorFlow ops (Flex) or a per-example loop
+(``WHILE``) fails here, at conversion, instead of on the phone.
 
 Every format is written by TensorFlow, so a model trained on JAX or PyTorch is exported by a
 TensorFlow-backend process: its weights move there through a ``.keras`` file.
@@ -22,6 +23,7 @@ import tempfile
 import numpy as np
 
 import keras
+from keras_routing.folding import fold_batch_normalization
 from keras_routing.layers import deployment
 
 FORMATS = ("saved_model", "litert", "onnx")
@@ -50,6 +52,7 @@ def export(model, path, format="saved_model", quantize=None, representative_data
     calibration = None if quantize != "int8" else _calibration_examples(representative_dataset)
     if keras.backend.backend() != "tensorflow":
         return _export_with_tensorflow(model, path, format, quantize, calibration, batch_size)
+    model = fold_batch_normalization(model)  # converters fold it into static kernels only
     signature = [keras.InputSpec(shape=(batch_size, *model.input_shape[1:]), dtype="float32")]
     path.parent.mkdir(parents=True, exist_ok=True)
     with deployment.exporting_for(format, quantize):

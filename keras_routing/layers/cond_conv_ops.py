@@ -15,6 +15,9 @@ on the backend, the kind of convolution and the batch size (see ``choose_strateg
   depthwise ones). Plain tensor algebra; fastest where the backend's convolution gradients are
   slow (XLA on CPU).
 - ``single``: batch size 1, the paper's inference path: mix the kernel, run one convolution.
+- ``stacked`` (full) and ``separate`` (depthwise): what int8 exports run, static kernels only:
+  the experts stacked along the input channels, each fed its weighted input; each expert's
+  depthwise convolution on its own, weighted and added up.
 
 Only ``keras.ops`` is used, so every formulation runs on every backend.
 """
@@ -110,6 +113,21 @@ def conv_mixture(x, kernel, r, strides, padding, dilation_rate):
     return weighted_sum_of_experts(y, r)
 
 
+def conv_stacked(x, kernel, r, strides, padding, dilation_rate):
+    """The experts stacked along the input channels, expert i fed ``r_i * x``: one convolution
+    with a static kernel that sums the experts in its accumulator. ``num_experts`` times the
+    FLOPs, like ``mixture``, but with no per-expert outputs to weight and add up, which in an
+    int8 model are two more requantized tensors. Per-channel routing weights depend on the
+    output channel, so they take ``mixture``."""
+    if len(r.shape) == 3:
+        return conv_mixture(x, kernel, r, strides, padding, dilation_rate)
+    n, kh, kw, cin, f = kernel.shape
+    scaled = x[:, :, :, None, :] * ops.reshape(r, (-1, 1, 1, n, 1))
+    scaled = ops.reshape(scaled, (-1, ops.shape(x)[1], ops.shape(x)[2], n * cin))
+    stacked = ops.reshape(ops.transpose(kernel, (1, 2, 0, 3, 4)), (kh, kw, n * cin, f))
+    return ops.conv(scaled, stacked, strides=strides, padding=padding, dilation_rate=dilation_rate)
+
+
 def conv_grouped(x, kernel, r, strides, padding, dilation_rate):
     _, kh, kw, cin, f = kernel.shape
     height, width = ops.shape(x)[1], ops.shape(x)[2]
@@ -164,6 +182,21 @@ def depthwise_mixture(x, kernel, r, strides, padding, dilation_rate):
     return weighted_sum_of_experts(y, r)
 
 
+def depthwise_separate(x, kernel, r, strides, padding, dilation_rate):
+    """Each expert's depthwise convolution on its own, weighted and added up. ``num_experts``
+    times the FLOPs (few, for a depthwise convolution) with static kernels only, in ops that
+    int8 runtimes run fast: a depthwise convolution whose kernel is computed at run time is
+    quantized to one range for all channels, and the widened ``mixture`` needs a reduction
+    that LiteRT runs 3x slower than this."""
+    out = None
+    for i in range(kernel.shape[0]):
+        weight = r[:, i]
+        weight = ops.reshape(weight, (-1, 1, 1, 1 if len(r.shape) == 2 else weight.shape[-1]))
+        y = ops.depthwise_conv(x, kernel[i], strides=strides, padding=padding, dilation_rate=dilation_rate)
+        out = y * weight if out is None else out + y * weight
+    return out
+
+
 def depthwise_grouped(x, kernel, r, strides, padding, dilation_rate):
     _, kh, kw, cin, m = kernel.shape
     height, width = ops.shape(x)[1], ops.shape(x)[2]
@@ -211,12 +244,14 @@ def _mix_depthwise(r, kernel):
 
 FULL = {
     "mixture": conv_mixture,
+    "stacked": conv_stacked,
     "grouped": conv_grouped,
     "patches": conv_patches,
     "single": conv_single,
 }
 DEPTHWISE = {
     "mixture": depthwise_mixture,
+    "separate": depthwise_separate,
     "grouped": depthwise_grouped,
     "patches": depthwise_patches,
     "single": depthwise_single,
@@ -246,16 +281,20 @@ def choose_strategy(kind, kernel_size, batch_size, backend_name=None, strides=(1
     where CONV_2D with a run-time kernel falls back to a kernel 10x slower behind a transpose
     of the kernel; a depthwise one stays one DEPTHWISE_CONV_2D with the mixed kernel at batch 1
     (shifted multiply-adds were 2 ms slower over CC-MobileNetV1), shifted multiply-adds for
-    any batch size. Both are builtin ops with no per-example loop.
+    any batch size. int8 models keep every kernel static, so that each is quantized per output
+    channel: a kernel computed at run time gets one range for all channels, which dropped the
+    demo's CC-MobileNetV1 from 90% to 82% (and BATCH_MATMUL with a run-time int8 operand is
+    150x slower than the static convolution). Full convolutions take ``stacked``, depthwise ones
+    ``separate``. All are builtin ops with no per-example loop.
     """
     backend_name = backend_name or backend.backend()
     if backend_name == "tensorflow" and kind == "depthwise" and strides[0] != strides[1]:
         return "patches"
     if deployment is not None and deployment.freezes_weights:
         if kind == "full":
-            # int8 BATCH_MATMUL with a run-time right-hand side runs ~150x slower than the
-            # static int8 convolution, so int8 models run the experts as one wide convolution.
-            return "mixture" if deployment.quantize == "int8" else "patches"
+            return "stacked" if deployment.quantize == "int8" else "patches"
+        if deployment.quantize == "int8":
+            return "separate"
         return "single" if batch_size == 1 else "patches"
     if backend_name == "jax" and (batch_size != 1 or kind == "depthwise"):
         return "patches"

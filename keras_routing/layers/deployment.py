@@ -6,12 +6,15 @@ take the form that suits that runtime rather than the training backend. Inside
 
 - CondConv layers compute each example's mixed kernel and run one convolution (the paper's
   inference path), in ops the runtime runs with builtin kernels (see ``choose_strategy``);
+  int8 models keep the experts' kernels static instead, so each is quantized per channel;
 - the CondConv classifier runs all experts in one matmul over weights that the converter
   folds into one constant (no kernel copy at run time);
 - the later families add theirs here: deterministic top-k for routed experts, threshold
   inference for gated residuals.
 
-Outside the context (training, evaluation, ``predict``) nothing changes.
+Before tracing, ``keras_routing.folding`` folds each batch normalization that follows a CondConv
+layer into its experts, as a converter does for a static convolution. Outside the context
+(training, evaluation, ``predict``) nothing changes.
 """
 
 import contextlib

@@ -71,6 +71,21 @@ def test_per_channel_routing_equals_literal_mixture(depthwise, strategy):
     np.testing.assert_allclose(to_numpy(layer(x, routing_weights=r)), to_numpy(expected), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("depthwise", [False, True], ids=["conv", "depthwise"])
+@pytest.mark.parametrize("strides,padding,dilation", GEOMETRIES)
+def test_int8_export_forms_equal_literal_mixture(depthwise, strides, padding, dilation, per_channel):
+    """The forms int8 exports take (static kernels only): experts stacked along the input
+    channels for full convolutions, each expert's depthwise convolution on its own."""
+    if depthwise and isinstance(strides, tuple) and keras.backend.backend() == "tensorflow":
+        pytest.skip("TensorFlow's depthwise conv, the reference's too, supports equal strides only")
+    x, kernel, _, r = _data(3, depthwise, per_channel=per_channel)
+    compute = cond_conv_ops.DEPTHWISE["separate"] if depthwise else cond_conv_ops.FULL["stacked"]
+    expected = literal_condconv(x, kernel, None, r, strides, padding, dilation, depthwise)
+    actual = compute(*(ops.convert_to_tensor(a) for a in (x, kernel, r)), _pair(strides), padding, _pair(dilation))
+    np.testing.assert_allclose(to_numpy(actual), to_numpy(expected), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("depthwise", [False, True], ids=["conv", "depthwise"])
 @pytest.mark.parametrize("strides,padding,dilation", [(1, "same", 1), (2, "valid", 1), (1, "same", 2)])
 @pytest.mark.parametrize("strategy", ["mixture", "grouped", "patches", "single"])
