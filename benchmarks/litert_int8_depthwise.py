@@ -18,12 +18,11 @@ import tempfile
 os.environ["KERAS_BACKEND"] = "tensorflow"
 
 import numpy as np  # noqa: E402
-from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 import keras  # noqa: E402
 from keras_routing import deploy  # noqa: E402
 from keras_routing.layers import CondDepthwiseConv2D, Routing, cond_conv_ops  # noqa: E402
-from timing import compare  # noqa: E402
+from timing import compare, litert_invoker  # noqa: E402
 
 FORMS = ("single", "separate", "mixture")
 
@@ -40,13 +39,6 @@ def block(rng, conditional=True):
     norm.set_weights([rng.uniform(0.5, 2, 256), rng.normal(size=256), rng.normal(size=256),
                       rng.uniform(0.01, 10, 256)])  # fmt: skip
     return keras.Model(inputs, x)
-
-
-def invoker(path, threads, image):
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
-    return interpreter.invoke
 
 
 def export_with_form(model, form, path, calibration):
@@ -73,17 +65,18 @@ def main():
     plain_path = os.path.join(scratch, "plain.tflite")
     deploy.export(block(rng, conditional=False), plain_path, "litert", quantize="int8", batch_size=1,
                   representative_dataset=images)  # fmt: skip
-    plain = invoker(plain_path, args.threads, images[:1])
+    plain = litert_invoker(plain_path, args.threads, images[:1])
     print(f"CondDepthwiseConv2D(3, 8 experts) + BN + ReLU6, 14x14x256, LiteRT int8, batch 1, {args.threads} threads")
     for form in FORMS:
         path = os.path.join(scratch, f"{form}.tflite")
         export_with_form(model, form, path, images)
         outputs = deploy.run_litert(path, images[:8], threads=args.threads)
         error = np.abs(outputs - expected).mean() / np.abs(expected).mean()
-        form_time, plain_time = compare(invoker(path, args.threads, images[:1]), plain,
+        form_time, plain_time = compare(litert_invoker(path, args.threads, images[:1]), plain,
                                         repeats=args.repeats, min_seconds=args.min_seconds)  # fmt: skip
         print(f"{form:<10} {form_time * 1e6:8.1f} us vs plain {plain_time * 1e6:6.1f} us  "
               f"ratio {form_time / plain_time:5.2f}   error {error:6.2%}")  # fmt: skip
+
 
 if __name__ == "__main__":
     main()

@@ -19,21 +19,13 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 import keras  # noqa: E402
 from keras_routing import deploy, zoo  # noqa: E402
 from keras_routing.data import load_digits  # noqa: E402
-from timing import compare  # noqa: E402
+from timing import compare, litert_invoker  # noqa: E402
 
 TARGET = 1.3
-
-
-def invoker(path, threads, image):
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
-    return interpreter.invoke
 
 
 def export_unfolded(model, path):
@@ -66,15 +58,15 @@ def main():
             paths[name] = scratch / f"{name}_{quantize}.tflite"
             deploy.export(model, paths[name], "litert", quantize=quantize, batch_size=1,
                           representative_dataset=calibration)  # fmt: skip
-        plain_call = invoker(paths["plain"], args.threads, image)
-        cc_time, plain_time = compare(invoker(paths["cc"], args.threads, image), plain_call,
+        plain_call = litert_invoker(paths["plain"], args.threads, image)
+        cc_time, plain_time = compare(litert_invoker(paths["cc"], args.threads, image), plain_call,
                                       repeats=args.repeats, min_seconds=args.min_seconds)  # fmt: skip
         label = "float32" if quantize is None else quantize
         rows.append((f"cc {label}", cc_time, plain_time, paths))
         if quantize is None:
             paths["unfolded"] = scratch / "cc_unfolded.tflite"
             export_unfolded(cc, paths["unfolded"])
-            unfolded_time, plain_again = compare(invoker(paths["unfolded"], args.threads, image), plain_call,
+            unfolded_time, plain_again = compare(litert_invoker(paths["unfolded"], args.threads, image), plain_call,
                                                  repeats=args.repeats, min_seconds=args.min_seconds)  # fmt: skip
             rows.append(("cc float32 unfolded", unfolded_time, plain_again, {"cc": paths["unfolded"], "plain": paths["plain"]}))
 

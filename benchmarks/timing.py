@@ -26,3 +26,13 @@ def compare(candidate, baseline, repeats, min_seconds, warmup=3):
         for index, fn in enumerate((candidate, baseline)):
             times[index].append(per_call_seconds(fn, min_seconds))
     return statistics.median(times[0]), statistics.median(times[1])
+
+
+def litert_invoker(path, threads, image):
+    """A call that runs the LiteRT model at ``path`` once on ``image``, in one interpreter."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
+    return interpreter.invoke

@@ -50,8 +50,9 @@ def fold_batch_normalization(model):
     pairs = _foldable_pairs(model)
     if not pairs:
         return model
-    folded_layers = {layer.name for layer in pairs}
-    offsets = {bn.name: _scale_and_offset(bn)[1] for bn in pairs.values()}
+    # layer name -> (scale, offset) of the normalization folded into it
+    factors = {layer.name: _scale_and_offset(bn) for layer, bn in pairs.items()}
+    offsets = {bn.name: factors[layer.name][1] for layer, bn in pairs.items()}
 
     def clone(layer):
         if layer.name in offsets:
@@ -64,9 +65,9 @@ def fold_batch_normalization(model):
             continue
         target = folded.get_layer(layer.name)
         target.set_weights(layer.get_weights())
-        if layer.name not in folded_layers:
+        if layer.name not in factors:
             continue
-        scale, _ = _scale_and_offset(pairs[layer])
+        scale, _ = factors[layer.name]
         target.kernel.assign(_scaled_kernel(layer, scale))
         if layer.use_bias:
             target.bias.assign(np.asarray(layer.bias) * scale)
