@@ -91,11 +91,14 @@ class Routing(keras.layers.Layer):
             features = ops.mean(inputs, axis=tuple(range(1, len(inputs.shape) - 1)))
         if context is not None:
             features = ops.concatenate([features, ops.cast(context, features.dtype)], axis=-1)
+        # The dense sublayers' own `call`: they are built in `build`, and this layer's `__call__`
+        # has already cast the input and opened the autocast scope. Their `__call__` would cost
+        # eager PyTorch about 70 us each, 9 routing functions per CC-MobileNetV1 inference.
         if self.hidden is not None:
-            features = self.hidden(features)
+            features = self.hidden.call(features)
         if self.dropout_layer is not None:
             features = self.dropout_layer(features, training=training)
-        logits = self.logits(features)
+        logits = self.logits.call(features)
         if self.per_channel_units:
             logits = ops.reshape(logits, (-1, self.num_experts, self.per_channel_units))
         if self.activation == "softmax":

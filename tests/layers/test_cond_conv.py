@@ -153,6 +153,21 @@ def test_batch_one_runs_one_convolution_with_the_mixed_kernel(backend_name):
     assert cond_conv_ops.choose_strategy("full", (3, 3), None, backend_name) != "single"
 
 
+def test_batch_one_mixing_equals_the_weighted_sum_of_experts():
+    """``mix_one``, and on PyTorch its ``torch.mm`` fast path on eager tensors, against numpy."""
+    rng = np.random.default_rng(3)
+    kernel = rng.normal(size=(4, 3, 3, 6, 5)).astype("float32")
+    r = rng.uniform(size=(1, 4)).astype("float32")
+    expected = sum(r[0, i] * kernel[i] for i in range(4))
+    k, rt = ops.convert_to_tensor(kernel), ops.convert_to_tensor(r)
+    mixed = cond_conv_ops.mix_one(rt, k, cond_conv_ops.mix_kernels)
+    np.testing.assert_allclose(to_numpy(mixed), expected, rtol=1e-5, atol=1e-5)
+    if keras.backend.backend() == "torch":
+        fast = cond_conv_ops._mix_one_torch(rt, k)
+        assert fast is not None, "eager PyTorch tensors take the torch.mm path"
+        np.testing.assert_allclose(to_numpy(fast), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_each_expert_initialised_as_a_standalone_conv():
     layer = CondConv2D(64, 3, 8, kernel_initializer=keras.initializers.GlorotUniform(seed=1))
     layer.build((None, 8, 8, 32))
