@@ -3,11 +3,14 @@
     python benchmarks/litert_speed.py [--width 0.5] [--experts 8] [--threads 2]
 
 Both models go through ``keras_routing.export(..., format="litert", batch_size=1)`` (float32,
-then int8 calibrated on 64 embedded digit images) and run in the ``ai-edge-litert`` interpreter
-(XNNPACK) at batch 1, 224x224. ``unfolded`` is the CC model converted the same way but without
-inference-time folding: the layers' own batch-1 form, a CONV_2D whose kernel is a run-time
-tensor. Repetitions alternate between the models; ratios are of the medians. Target (issue 5):
-CC within 1.3x of the plain model, float32 and int8. Exporting runs on the TensorFlow backend.
+dynamic-range, then int8 calibrated on 64 embedded digit images) and run in the
+``ai-edge-litert`` interpreter (XNNPACK) at batch 1, 224x224. Dynamic-range quantization stores
+weights in int8 and keeps float activations. ``unfolded`` is the CC model converted the same way
+but without inference-time folding: the layers' own batch-1 form, a CONV_2D whose kernel is a
+run-time tensor. Repetitions alternate between the models; ratios are of the medians. Target
+(issue 5): CC within 1.3x of the plain model, float32 and int8. The float32 mixing of every
+expert kernel is also timed alone (``benchmarks/mixing.py``): what reading all experts puts on
+the float32 ratio. Exporting runs on the TensorFlow backend.
 """
 
 import argparse
@@ -23,6 +26,7 @@ import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 from keras_routing import deploy, zoo  # noqa: E402
 from keras_routing.data import load_digits  # noqa: E402
+from mixing import empty_model, expert_kernel_shapes, mixing_alone  # noqa: E402
 from timing import compare, litert_invoker  # noqa: E402
 
 TARGET = 1.3
@@ -52,7 +56,7 @@ def main():
     image = calibration[:1]
     scratch = pathlib.Path(tempfile.mkdtemp())
     rows = []
-    for quantize in (None, "int8"):
+    for quantize in (None, "dynamic", "int8"):
         paths = {}
         for name, model in (("plain", plain), ("cc", cc)):
             paths[name] = scratch / f"{name}_{quantize}.tflite"
@@ -69,6 +73,7 @@ def main():
             unfolded_time, plain_again = compare(litert_invoker(paths["unfolded"], args.threads, image), plain_call,
                                                  repeats=args.repeats, min_seconds=args.min_seconds)  # fmt: skip
             rows.append(("cc float32 unfolded", unfolded_time, plain_again, {"cc": paths["unfolded"], "plain": paths["plain"]}))
+            floor = mixing_floor(cc, scratch, args)
 
     print(f"cc_mobilenet_v1({args.width}, {args.experts}) vs mobilenet_v1({args.width}), LiteRT, batch 1, "
           f"224x224, {args.threads} threads; target {TARGET}x")  # fmt: skip
@@ -76,6 +81,24 @@ def main():
         sizes = f"{paths['cc'].stat().st_size / 1e6:.1f} MB vs {paths['plain'].stat().st_size / 1e6:.1f} MB"
         print(f"{label:<20} {cc_time * 1e3:7.2f} ms vs {plain_time * 1e3:6.2f} ms  "
               f"ratio {cc_time / plain_time:.2f}  ({sizes})")  # fmt: skip
+    mix_time, megabytes = floor
+    plain_time = rows[0][2]
+    print(f"float32 mixing alone (benchmarks/mixing.py): {mix_time * 1e3:.2f} ms for {megabytes:.1f} MB of experts "
+          f"({megabytes / 1e3 / mix_time:.1f} GB/s); its share of the float32 ratio, 1 + mixing / plain = "
+          f"{1 + mix_time / plain_time:.2f}")  # fmt: skip
+
+
+def mixing_floor(cc, scratch, args):
+    """Seconds that mixing all of ``cc``'s experts takes in LiteRT alone (an empty model's
+    invoke time taken off), and their megabytes."""
+    paths = {name: scratch / f"{name}.tflite" for name in ("mixing", "empty")}
+    deploy.export(mixing_alone(cc), paths["mixing"], "litert", batch_size=1)
+    deploy.export(empty_model(cc), paths["empty"], "litert", batch_size=1)
+    routing = np.full((1, args.experts), 0.5, "float32")
+    mix_time, empty_time = compare(litert_invoker(paths["mixing"], args.threads, routing),
+                                   litert_invoker(paths["empty"], args.threads, routing),
+                                   repeats=args.repeats, min_seconds=args.min_seconds)  # fmt: skip
+    return mix_time - empty_time, expert_kernel_shapes(cc)[1]
 
 
 if __name__ == "__main__":

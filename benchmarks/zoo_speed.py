@@ -7,6 +7,8 @@ Times a training step (``train_on_batch``: forward, backward, SGD update) at bat
 paper's resolution (at small resolutions the fixed cost of mixing kernels weighs more).
 Repetitions alternate between the two models; the ratio is of the medians. Targets (issue 3):
 training within 1.5x, batch-1 inference within 1.2x (the paper's multiply-add ratio is 1.06).
+With inference, the mixing of every expert kernel is also timed alone (``benchmarks/mixing.py``):
+what reading all experts puts on the inference ratio.
 """
 
 import argparse
@@ -17,6 +19,7 @@ import numpy as np
 import keras
 import keras_routing
 from keras_routing import zoo
+from mixing import empty_model, expert_kernel_shapes, mixing_alone
 from timing import compare
 
 TRAIN_TARGET, INFER_TARGET = 1.5, 1.2
@@ -56,6 +59,11 @@ def main():
         else:
             timed = compare(lambda: cond.predict_on_batch(x), lambda: plain.predict_on_batch(x),
                             args.repeats, args.min_seconds)  # fmt: skip
+            mixer, empty = mixing_alone(cond), empty_model(cond)
+            routing = np.full((1, args.experts), 0.5, "float32")
+            mix_s, empty_s = compare(lambda: mixer.predict_on_batch(routing), lambda: empty.predict_on_batch(routing),
+                                     args.repeats, args.min_seconds)  # fmt: skip
+            floor = (mix_s - empty_s, timed[1], expert_kernel_shapes(cond)[1])
         rows.append((phase, size, batch, timed, madds))
         del plain, cond
         keras.backend.clear_session()
@@ -67,6 +75,11 @@ def main():
         verdict = "ok" if ratio <= target else "over"
         print(f"| {phase} | {size}x{size} | {batch} | {plain_s * 1e3:.1f} | {cond_s * 1e3:.1f} | "
               f"{ratio:.2f}x ({verdict} <= {target}) | {madds:.2f} |")  # fmt: skip
+    if "infer" in args.phases.split(","):
+        mix_s, plain_s, megabytes = floor
+        print(f"batch-1 mixing alone (benchmarks/mixing.py): {mix_s * 1e3:.2f} ms for {megabytes:.1f} MB of "
+              f"experts ({megabytes / 1e3 / mix_s:.1f} GB/s); its share of the inference "
+              f"ratio, 1 + mixing / plain = {1 + mix_s / plain_s:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":
