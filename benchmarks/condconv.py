@@ -19,7 +19,7 @@ import numpy as np
 
 import keras
 from keras_routing.layers import CondConv2D, CondDepthwiseConv2D
-from mixing import empty_model, mixing_alone
+from mixing import mixing_seconds
 from timing import compare
 
 SHAPE = (14, 14, 256)
@@ -84,11 +84,7 @@ def main():
                 args.repeats,
                 args.min_seconds,
             )
-            mixer, empty = mixing_alone(cond), empty_model(cond)
-            routing = np.full((1, EXPERTS), 0.5, "float32")
-            mix_s, empty_s = compare(lambda: mixer.predict_on_batch(routing), lambda: empty.predict_on_batch(routing),
-                                     args.repeats, args.min_seconds)  # fmt: skip
-            floor = 1 + (mix_s - empty_s) / plain_infer
+            floor = 1 + mixing_seconds(cond, args.repeats, args.min_seconds) / plain_infer
             train_ratio, infer_ratio = cond_train / plain_train, cond_infer / plain_infer
             train_ok, infer_ok = train_ratio <= train_target, infer_ratio <= INFERENCE_TARGET
             failures += strategy == "auto" and not (train_ok and infer_ok)

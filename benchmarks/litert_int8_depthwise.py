@@ -5,9 +5,10 @@
 One block as CC-MobileNetV1 has it (routing, CondDepthwiseConv2D with 8 experts, batch
 normalization with per-channel scales far apart, ReLU6), 14x14x256, exported to LiteRT int8 at
 batch 1 with each form of ``cond_conv_ops.DEPTHWISE`` forced, and run in the ``ai-edge-litert``
-interpreter, timed against the plain block (DepthwiseConv2D) in alternation. Error: mean absolute difference from the Keras model over 8 inputs, relative to the
-mean absolute output. ``single`` mixes the kernel at run time (one range for all its channels);
-``separate`` and ``mixture`` keep every expert's kernel static (quantized per channel).
+interpreter, timed against the plain block (DepthwiseConv2D) in alternation. Error: mean
+absolute difference from the Keras model over 8 inputs, relative to the mean absolute output.
+``single`` mixes the kernel at run time (one range for all its channels); ``separate`` and
+``mixture`` keep every expert's kernel static (quantized per channel).
 Exporting runs on the TensorFlow backend.
 """
 

@@ -18,6 +18,7 @@ import keras
 from keras import ops
 from keras_routing.layers import cond_conv_ops
 from keras_routing.layers.base import ExpertLayer
+from timing import compare
 
 
 class MixingAlone(keras.layers.Layer):
@@ -65,3 +66,12 @@ def empty_model(model):
     """A model with ``mixing_alone(model)``'s input and no work: the cost of a call."""
     routing, _ = _routing_input(model)
     return keras.Model(routing, ops.sum(routing, axis=1, keepdims=True), name="empty")
+
+
+def mixing_seconds(model, repeats, min_seconds):
+    """Median seconds of ``mixing_alone(model)``'s ``predict_on_batch``, ``empty_model``'s taken off."""
+    mixer, empty = mixing_alone(model), empty_model(model)
+    routing = np.full((1, mixer.input.shape[-1]), 0.5, "float32")
+    mix_s, empty_s = compare(lambda: mixer.predict_on_batch(routing), lambda: empty.predict_on_batch(routing),
+                             repeats, min_seconds)  # fmt: skip
+    return mix_s - empty_s

@@ -19,7 +19,7 @@ import numpy as np
 import keras
 import keras_routing
 from keras_routing import zoo
-from mixing import empty_model, expert_kernel_shapes, mixing_alone
+from mixing import expert_kernel_shapes, mixing_seconds
 from timing import compare
 
 TRAIN_TARGET, INFER_TARGET = 1.5, 1.2
@@ -59,11 +59,7 @@ def main():
         else:
             timed = compare(lambda: cond.predict_on_batch(x), lambda: plain.predict_on_batch(x),
                             args.repeats, args.min_seconds)  # fmt: skip
-            mixer, empty = mixing_alone(cond), empty_model(cond)
-            routing = np.full((1, args.experts), 0.5, "float32")
-            mix_s, empty_s = compare(lambda: mixer.predict_on_batch(routing), lambda: empty.predict_on_batch(routing),
-                                     args.repeats, args.min_seconds)  # fmt: skip
-            floor = (mix_s - empty_s, timed[1], expert_kernel_shapes(cond)[1])
+            floor = (mixing_seconds(cond, args.repeats, args.min_seconds), timed[1], expert_kernel_shapes(cond)[1])
         rows.append((phase, size, batch, timed, madds))
         del plain, cond
         keras.backend.clear_session()
