@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# bash: the test loop reads pytest's status through a pipe (PIPESTATUS).
+SHELL := /bin/bash
 BACKENDS ?= tensorflow jax torch
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -22,12 +24,20 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/keras-routing train zoo/cc_mobilenet_v1-digits-quick.toml --export saved_model litert litert_int8
 
-# The whole suite once per backend; stops at the first backend that fails.
+# The whole suite once per backend. Every backend runs even after one fails; then one summary
+# line per backend, and a non-zero exit if any failed. Each backend's full log: $(VENV)/test-<backend>.log.
 test: setup
-	@for backend in $(BACKENDS); do \
+	@failed=""; \
+	for backend in $(BACKENDS); do \
 		echo "=== KERAS_BACKEND=$$backend"; \
-		KERAS_BACKEND=$$backend $(BIN)/python -m pytest $(PYTEST_ARGS) || exit 1; \
-	done
+		KERAS_BACKEND=$$backend $(BIN)/python -m pytest $(PYTEST_ARGS) 2>&1 | tee $(VENV)/test-$$backend.log; \
+		[ $${PIPESTATUS[0]} -eq 0 ] || failed="$$failed $$backend"; \
+	done; \
+	echo "=== summary"; \
+	for backend in $(BACKENDS); do \
+		echo "$$backend: $$(tail -n 1 $(VENV)/test-$$backend.log | tr -d '=' | sed 's/^ *//; s/ *$$//')"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "FAILED on:$$failed"; exit 1; fi
 
 benchmark: setup
 	@for backend in $(BACKENDS); do \
