@@ -3,7 +3,7 @@
     KERAS_BACKEND=tensorflow python benchmarks/zoo_digits.py --recipe zoo/cc_mobilenet_v1-digits.toml
 
 Reads the hyper-parameters from the recipe, trains the baseline and the CondConv model with
-``model.fit`` on the 8,000 embedded training digits (padded to 32x32, RGB, [-1, 1]) and
+``model.fit`` on the 8,000 embedded training digits (resized to 32x32, RGB, [-1, 1]) and
 evaluates both on the 2,000 held-out ones. Prints held-out accuracy, training time and the
 time ratio, the figures the recipe records under [measured].
 """

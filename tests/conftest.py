@@ -5,12 +5,14 @@ import pytest
 
 import keras
 
+from tests.seeds import SEED
+
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
 def _seeded():
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(SEED)
     yield
     keras.config.set_dtype_policy("float32")
 

@@ -12,6 +12,7 @@ import keras
 from keras_routing import deploy, zoo
 from keras_routing.data import load_digit_images
 from tests.reference import to_numpy
+from tests.seeds import SEED, record
 from tests.zoo.helpers import with_data_statistics
 
 on_tensorflow = pytest.mark.skipif(
@@ -44,7 +45,10 @@ def build(name, images):
 # Relative to the largest logit. CC-ResNet-50's float32 rounding is larger than that of the
 # conversion: the Keras model itself, batch of 8 against one example at a time (two
 # formulations), disagrees by 1.8e-4 on these images; at batch 1 LiteRT matches within 1.2e-5.
-TOLERANCE = {"cc_resnet50": 1e-3}
+# CC-MobileNetV2 through onnxruntime: one logit of 80 off by 1.7e-4 of the largest on the resized
+# digits (2026-12-01, AMD EPYC, 2 cores), where the folded Keras model agrees within 1e-6 and
+# TensorFlow's SavedModel within 1e-4: onnxruntime's own float32 kernels round differently.
+TOLERANCE = {"cc_resnet50": 1e-3, "cc_mobilenet_v2": 1e-3}
 
 
 def assert_builtin_only(ops):
@@ -90,49 +94,88 @@ def test_saved_model_and_onnx_parity(name, digits, tmp_path):
         assert_matches(session.run(None, {feed: batch})[0], expected[: len(batch)], tolerance)
 
 
-@pytest.fixture(scope="module")
-def trained_digits_model():
-    """A small net of every CondConv layer type trained on the embedded digits: quantization
-    agreement means something only for a model whose predictions are not near-ties (the zoo's
-    MobileNets need minutes to learn at 32x32). Its separable block is MobileNet's, batch
-    normalization after each CondConv layer, which export folds into the experts."""
+def _digits_net(conditional):
+    """A small net of every CondConv layer type (``conditional``) or its plain twin: the same
+    layers, by the same names, with one kernel each. Its separable block is MobileNet's, batch
+    normalization after each convolution, which export folds into the experts."""
     from keras_routing.layers import CondConv2D, CondDense, CondDepthwiseConv2D
 
-    (x_train, y_train), (x_test, y_test) = load_digit_images(SIZE)
-    keras.utils.set_random_seed(0)
+    def normalized(x, name):
+        return keras.layers.ReLU(6.0)(keras.layers.BatchNormalization(name=f"{name}_bn")(x))
 
-    def normalized(x):
-        return keras.layers.ReLU(6.0)(keras.layers.BatchNormalization()(x))
-
+    if conditional:
+        depthwise = lambda **kw: CondDepthwiseConv2D(3, 4, **kw)  # noqa: E731
+        conv = lambda filters, size, **kw: CondConv2D(filters, size, 4, **kw)  # noqa: E731
+        dense = lambda units, **kw: CondDense(units, 4, **kw)  # noqa: E731
+    else:
+        depthwise = lambda **kw: keras.layers.DepthwiseConv2D(3, **kw)  # noqa: E731
+        conv, dense = keras.layers.Conv2D, keras.layers.Dense
     inputs = keras.Input((SIZE, SIZE, 3))
-    x = normalized(keras.layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False)(inputs))
-    x = normalized(CondDepthwiseConv2D(3, 4, padding="same", use_bias=False)(x))
-    x = normalized(CondConv2D(64, 1, 4, use_bias=False)(x))
-    x = CondConv2D(64, 3, 4, strides=2, padding="same", activation="relu")(x)
-    x = CondDense(10, 4, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
-    model = keras.Model(inputs, x)
+    x = normalized(keras.layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem")(inputs), "stem")
+    x = normalized(depthwise(padding="same", use_bias=False, name="dw")(x), "dw")
+    x = normalized(conv(64, 1, use_bias=False, name="pw")(x), "pw")
+    x = conv(64, 3, strides=2, padding="same", activation="relu", name="conv")(x)
+    x = dense(10, activation="softmax", name="classifier")(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, x, name="cond_net" if conditional else "plain_net")
+
+
+def _fit(model, x, y, epochs):
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
-    model.fit(x_train, y_train, batch_size=64, epochs=10, verbose=0)
-    with_data_statistics(model, x_train[:1000])  # the data's, not a short run's moving averages
-    return model, x_train[:200], x_test, y_test
+    model.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
+    return with_data_statistics(model, x[:1000])  # the data's, not a short run's moving averages
+
+
+@pytest.fixture(scope="module")
+def trained_digits_models():
+    """The plain net trained on the embedded digits, and its CondConv twin upcycled from it
+    (``zoo.upcycle``: it starts as the plain net, each expert a noisy copy) and trained on the
+    same digits. Quantization agreement means something only for models whose predictions are
+    not near-ties; trained from scratch the CondConv twin learned too slowly at some seeds (68%
+    after 5 epochs where the plain net had 89%), and upcycled it starts where the plain net is."""
+    (x_train, y_train), (x_test, y_test) = load_digit_images(SIZE)
+    x, y = x_train[:TRAIN_DIGITS], y_train[:TRAIN_DIGITS]
+    keras.utils.set_random_seed(SEED)
+    plain = _fit(_digits_net(conditional=False), x, y, PLAIN_EPOCHS)
+    keras.utils.set_random_seed(SEED)
+    cond = _fit(zoo.upcycle(_digits_net(conditional=True), plain, seed=SEED), x, y, CONDCONV_EPOCHS)
+    return {"plain_net": plain, "cond_net": cond}, x_train[:200], x_test, y_test
+
+
+TRAIN_DIGITS, PLAIN_EPOCHS, CONDCONV_EPOCHS = 4000, 5, 2
+# Top-1 agreement with the float model that quantizing may cost the CondConv net beyond what it
+# costs its plain twin (fractions of the 2,000 held-out digits).
+QUANTIZATION_ALLOWANCE = {"int8": 0.015, "dynamic": 0.01}
 
 
 @on_tensorflow
-def test_int8_agrees_with_float(trained_digits_model, tmp_path, capsys):
-    model, calibration, x_test, y_test = trained_digits_model
-    float_predictions = to_numpy(model.predict(x_test, batch_size=250, verbose=0)).argmax(-1)
-    float_accuracy = (float_predictions == y_test).mean()
-    assert float_accuracy > 0.8, "the model did not learn; agreement would be meaningless"
-    for quantize in ("int8", "dynamic"):
-        path = deploy.export(model, tmp_path / f"{quantize}.tflite", "litert", quantize=quantize,
+@pytest.mark.parametrize("quantize", ["int8", "dynamic"])
+def test_quantizing_condconv_costs_no_more_than_quantizing_its_plain_twin(quantize, trained_digits_models,
+                                                                        tmp_path, capsys):  # fmt: skip
+    """The promise: quantizing a CondConv model (folded experts, static-kernel int8 forms) loses
+    no more top-1 agreement with its float model than quantizing its plain twin, the same net
+    with plain layers, trained on the same digits.
+    A fixed threshold was the wrong promise: on another CPU the same seed lands elsewhere, and
+    the plain net's own int8 agreement moves with it. Allowed (``QUANTIZATION_ALLOWANCE``): the
+    CondConv form requantizes more tensors per layer (each expert's output summed in the
+    accumulator, the routing weights), and 2,000 digits give each agreement a sampling noise of
+    about 0.3 points. Seed sweep (12 runs): SPREAD_INT8."""
+    models, calibration, x_test, y_test = trained_digits_models
+    agreement = {}
+    for name, model in models.items():
+        float_predictions = to_numpy(model.predict(x_test, batch_size=250, verbose=0)).argmax(-1)
+        float_accuracy = (float_predictions == y_test).mean()
+        assert float_accuracy > 0.8, f"{name} did not learn; agreement would be meaningless"
+        path = deploy.export(model, tmp_path / f"{name}_{quantize}.tflite", "litert", quantize=quantize,
                              representative_dataset=calibration, batch_size=None)  # fmt: skip
         assert_builtin_only(deploy.litert_ops(path))
         predictions = deploy.run_litert(path, x_test).argmax(-1)
-        agreement = (predictions == float_predictions).mean()
+        agreement[name] = (predictions == float_predictions).mean()
+        record(f"{quantize}_agreement_{name}", agreement[name])
         with capsys.disabled():
-            print(f"\n{quantize}: top-1 agreement {agreement:.2%} on {len(y_test)} held-out digits; accuracy "
-                  f"{(predictions == y_test).mean():.2%} vs float {float_accuracy:.2%}")  # fmt: skip
-        assert agreement >= 0.98
+            print(f"\n{name} {quantize}: top-1 agreement {agreement[name]:.2%} on {len(y_test)} held-out digits; "
+                  f"accuracy {(predictions == y_test).mean():.2%} vs float {float_accuracy:.2%}")  # fmt: skip
+    record(f"{quantize}_agreement_gap", agreement["plain_net"] - agreement["cond_net"])
+    assert agreement["cond_net"] >= agreement["plain_net"] - QUANTIZATION_ALLOWANCE[quantize]
 
 
 @pytest.mark.skipif(keras.backend.backend() == "tensorflow", reason="the TensorFlow backend exports directly")
@@ -155,12 +198,37 @@ def test_export_from_any_backend(digits, tmp_path):
         (dict(format="onnx", quantize="dynamic"), "applies to format='litert' only"),
         (dict(format="litert", quantize="int8"), "needs `representative_dataset`"),
         (dict(format="litert", batch_size=0), "`batch_size` must be None"),
+        (dict(format="litert", batch_size=True), "`batch_size` must be None"),
+        (dict(format="onnx"), "An ONNX model is a .onnx file"),
+        # Calibration images the model does not take: the shapes, not the converter's complaint.
+        (dict(format="litert", quantize="int8", representative_dataset=np.zeros((4, 28, 28, 1), "float32")),
+         r"examples of shape \(28, 28, 1\), but .* takes inputs of shape \(32, 32, 3\)"),  # fmt: skip
+        (dict(format="litert", quantize="int8", representative_dataset=[np.zeros((2, 32, 32), "float32")]),
+         r"shape \(32, 32\)"),  # fmt: skip
     ],
 )
 def test_bad_requests(request_, message, tmp_path):
+    """On every backend: checked here, before a TensorFlow subprocess would see them."""
     model = zoo.mobilenet_v1(0.25, input_shape=(SIZE, SIZE, 3), classes=10)
     with pytest.raises(ValueError, match=message):
         deploy.export(model, tmp_path / "model.tflite", **request_)
+    assert not (tmp_path / "model.tflite").exists()
+
+
+def test_a_bad_request_found_by_the_tensorflow_process_is_a_value_error(tmp_path, monkeypatch):
+    """What the export command (the TensorFlow process) refuses with status 2 comes back as the
+    ValueError it was, not as a RuntimeError with its stderr."""
+    import subprocess
+
+    refused = subprocess.CompletedProcess([], 2, "", "some warning\nkeras-routing: error: cc cannot be converted.\n")
+    monkeypatch.setattr(deploy.subprocess, "run", lambda *args, **kwargs: refused)
+    model = zoo.mobilenet_v1(0.25, input_shape=(SIZE, SIZE, 3), classes=10)
+    with pytest.raises(ValueError, match="^cc cannot be converted.$"):
+        deploy._export_with_tensorflow(model, tmp_path / "model.tflite", "litert", None, None, 1)
+    crashed = subprocess.CompletedProcess([], 1, "", "Traceback ...\nSegfault\n")
+    monkeypatch.setattr(deploy.subprocess, "run", lambda *args, **kwargs: crashed)
+    with pytest.raises(RuntimeError, match="Exporting through TensorFlow failed"):
+        deploy._export_with_tensorflow(model, tmp_path / "model.tflite", "litert", None, None, 1)
 
 
 class _Argmax(keras.layers.Layer):

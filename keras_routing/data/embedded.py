@@ -24,16 +24,19 @@ def load_digits():
 
 
 def load_digit_images(size=32, channels=3):
-    """The embedded digits as the zoo's ImageNet models take them: zero-padded to ``size`` x
-    ``size``, ``channels`` copies of the gray channel, float32 scaled to [-1, 1] (MobileNet's
-    ``preprocess_input``). Same split as ``load_digits``."""
+    """The embedded digits as the zoo's ImageNet models take them, preprocessed exactly as the
+    TFDS pipeline (``image_classification("embedded_digits", ...)``) preprocesses them, so a model
+    scores the same on both: resized (bilinear) to ``size`` x ``size``, ``channels`` copies of the
+    gray channel, float32 scaled to [-1, 1] (MobileNet's ``preprocess_input``). Same split as
+    ``load_digits``."""
+    import tensorflow as tf
+
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"`size` must be a positive int, got {size!r}.")
 
     def convert(images):
-        pad = size - images.shape[1]
-        if pad < 0:
-            raise ValueError(f"`size` must be at least 28 (the digits' size), got {size}.")
-        images = np.pad(images, ((0, 0), (pad // 2, pad - pad // 2), (pad // 2, pad - pad // 2), (0, 0)))
-        return np.repeat(images.astype("float32") / 127.5 - 1.0, channels, axis=-1)
+        resized = tf.image.resize(images, (int(size), int(size))).numpy()  # float32, [0, 255]
+        return np.repeat(resized / 127.5 - 1.0, channels, axis=-1).astype("float32")
 
     (x_train, y_train), (x_test, y_test) = load_digits()
     return (convert(x_train), y_train), (convert(x_test), y_test)

@@ -8,6 +8,7 @@ import tensorflow_datasets as tfds
 import keras
 
 from keras_routing.data import image_classification, load_digits, normalize, object_detection
+from tests.seeds import record
 
 # (name, split, channels in the TFDS features, classes)
 CLASSIFICATION = [
@@ -105,6 +106,10 @@ def test_randaugment_through_kerascv(digits_dir):
         (dict(image_size=(32,)), "image_size"),
         (dict(batch_size=0), "batch_size"),
         (dict(label_key="alphabet"), "features"),
+        (dict(take=0), "`take` must be None or an integer >= 1"),  # not "all of it" (nor nothing)
+        (dict(batch_size=True), "`batch_size`"),
+        (dict(mixup=-1), "`mixup`"),
+        (dict(image_size=0), "`image_size`"),
     ],
 )
 def test_bad_arguments_name_the_problem(kwargs, message, digits_dir):
@@ -121,6 +126,8 @@ def test_fit_consumes_the_pipeline(digits_dir):
     )
     model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(train, epochs=3, verbose=0)
+    # Seed sweep (12 runs per backend): last / first epoch's loss SPREAD_PIPELINE.
+    record("last_over_first_loss", history.history["loss"][-1] / history.history["loss"][0])
     assert history.history["loss"][-1] < history.history["loss"][0]
 
 

@@ -8,7 +8,7 @@ from tests.reference import to_numpy
 
 
 def digits_rgb(count, size=32, split="test"):
-    """``count`` real digits padded to ``size``x``size``, as 3 channels scaled to [-1, 1]."""
+    """``count`` real digits resized to ``size``x``size``, as 3 channels scaled to [-1, 1]."""
     train, test = load_digit_images(size)
     x, y = train if split == "train" else test
     return x[:count], y[:count]
