@@ -2,9 +2,18 @@
 
 Submodules load on first use (``keras_routing.zoo``, ``.layers``, ``.data``, ...), so that the
 ``keras-routing`` command can choose the Keras backend before Keras is imported.
+
+The layers register themselves with Keras's serialization when ``keras_routing.layers`` is
+imported; ``keras.saving.load_model`` needs them registered. So importing this package imports
+the layers at once if Keras is imported already, and otherwise as soon as Keras is imported
+(an import hook, which imports nothing itself): after ``import keras_routing``, a saved model
+loads whichever was imported first.
 """
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 __version__ = "0.1.0"
 _SUBMODULES = ("analysis", "data", "layers", "training", "zoo")
@@ -22,3 +31,30 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(__all__)
+
+
+class _RegisterLayersAfterKeras(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: when ``keras`` is first imported, it wraps Keras's own loader so
+    that ``keras_routing.layers`` is imported (its classes registered) once Keras is loaded."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "keras":
+            return None
+        sys.meta_path.remove(self)  # once, and out of the way of the search below
+        spec = importlib.util.find_spec("keras")
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            importlib.import_module("keras_routing.layers")
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if "keras" in sys.modules:
+    importlib.import_module("keras_routing.layers")
+elif not any(isinstance(finder, _RegisterLayersAfterKeras) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterLayersAfterKeras())

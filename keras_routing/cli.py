@@ -8,8 +8,9 @@
     keras-routing zoo list
 
 ``--backend`` picks Keras's backend, so Keras is imported only after the options are read.
-Mistakes in the command (unknown model, dataset, backend or option) print one line saying what
-is wrong and what is valid, and exit with status 2.
+Mistakes in the command (unknown model, dataset, backend or option; a value out of range, from an
+option or a recipe; a file that is not a model or a recipe) print one line saying what is wrong
+and what is valid, and exit with status 2.
 """
 
 import argparse

@@ -25,6 +25,7 @@ import numpy as np
 import keras
 from keras_routing.folding import fold_batch_normalization
 from keras_routing.layers import deployment
+from keras_routing.validation import integer
 
 FORMATS = ("saved_model", "litert", "onnx")
 QUANTIZATIONS = (None, "dynamic", "int8")
@@ -32,6 +33,7 @@ QUANTIZATIONS = (None, "dynamic", "int8")
 FORBIDDEN_LITERT_OPS = ("WHILE", "FLEX", "CUSTOM")
 CALIBRATION_EXAMPLES = 200
 _EXTRA = "pip install 'keras-routing[export]'"
+_COMMAND_ERROR = "keras-routing: error: "  # how the command reports a bad request (exit status 2)
 
 
 def export(model, path, format="saved_model", quantize=None, representative_dataset=None, batch_size=None):
@@ -48,8 +50,8 @@ def export(model, path, format="saved_model", quantize=None, representative_data
       CondConv then runs one convolution with the mixed kernel per layer.
     """
     path = pathlib.Path(path)
-    _check_request(format, quantize, representative_dataset, batch_size)
-    calibration = None if quantize != "int8" else _calibration_examples(representative_dataset)
+    batch_size = _check_request(path, format, quantize, representative_dataset, batch_size)
+    calibration = None if quantize != "int8" else _calibration_examples(representative_dataset, model)
     if keras.backend.backend() != "tensorflow":
         return _export_with_tensorflow(model, path, format, quantize, calibration, batch_size)
     model = fold_batch_normalization(model)  # converters fold it into static kernels only
@@ -100,7 +102,9 @@ def litert_ops(path):
     return {op["op_name"] for op in interpreter._get_ops_details()}
 
 
-def _check_request(format, quantize, representative_dataset, batch_size):
+def _check_request(path, format, quantize, representative_dataset, batch_size):
+    """Every check of the arguments, made before any work (and before a TensorFlow subprocess);
+    returns the batch size as an ``int`` (or ``None``)."""
     if format not in FORMATS:
         raise ValueError(f"`format` must be one of {FORMATS}, got {format!r}.")
     if quantize not in QUANTIZATIONS:
@@ -115,12 +119,17 @@ def _check_request(format, quantize, representative_dataset, batch_size):
             "quantize='int8' needs `representative_dataset`: some images as the model takes them "
             "(an array or a tf.data.Dataset), to calibrate the activation ranges."
         )
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"`batch_size` must be None (any) or an integer >= 1, got {batch_size!r}.")
+    batch_size = integer(batch_size, "batch_size", optional=True)  # None: any batch size
+    suffix = {"litert": ".tflite", "onnx": ".onnx"}.get(format)
+    if suffix is not None and path.suffix != suffix:
+        kind = "A LiteRT model is a .tflite file" if format == "litert" else "An ONNX model is a .onnx file"
+        raise ValueError(f"{kind}, got path {str(path)!r}.")
+    return batch_size
 
 
-def _calibration_examples(dataset):
-    """Up to CALIBRATION_EXAMPLES single examples, shape (1, ...), from what the user gave."""
+def _calibration_examples(dataset, model):
+    """Up to CALIBRATION_EXAMPLES examples, stacked, from what the user gave: checked against the
+    shape ``model`` takes (a wrong shape would otherwise fail deep in the converter)."""
     if isinstance(dataset, np.ndarray):
         batches = [dataset]
     else:
@@ -133,7 +142,18 @@ def _calibration_examples(dataset):
             break
     if not examples:
         raise ValueError("`representative_dataset` holds no examples.")
-    return np.concatenate(examples[:CALIBRATION_EXAMPLES])
+    examples = examples[:CALIBRATION_EXAMPLES]
+    shapes = sorted({example.shape[1:] for example in examples})
+    expected = tuple(model.input_shape[1:])  # (None where the model takes any size)
+    for shape in shapes:
+        if len(shape) != len(expected) or any(e not in (None, s) for e, s in zip(expected, shape)):
+            raise ValueError(
+                f"`representative_dataset` has examples of shape {shape}, but {model.name} takes inputs of "
+                f"shape {expected}: calibrate with images as the model takes them."
+            )
+    if len(shapes) > 1:
+        raise ValueError(f"`representative_dataset` has examples of several shapes: {shapes}.")
+    return np.concatenate(examples)
 
 
 def _export_litert(model, path, signature, quantize, calibration):
@@ -147,8 +167,6 @@ def _export_litert(model, path, signature, quantize, calibration):
         # so the model is called exactly like the float one.
         options["target_spec"] = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]}
         options["representative_dataset"] = lambda: ([example[None]] for example in calibration)
-    if path.suffix != ".tflite":
-        raise ValueError(f"A LiteRT model is a .tflite file, got path {str(path)!r}.")
     try:
         model.export(str(path), format="litert", input_signature=signature, verbose=False, **options)
     except Exception as error:  # the converter raises its own ConverterError
@@ -167,8 +185,6 @@ def _export_litert(model, path, signature, quantize, calibration):
 
 
 def _export_onnx(model, path, signature):
-    if path.suffix != ".onnx":
-        raise ValueError(f"An ONNX model is a .onnx file, got path {str(path)!r}.")
     try:
         import tf2onnx  # noqa: F401  (Keras converts TensorFlow graphs with it)
     except ImportError as error:
@@ -204,6 +220,9 @@ def _export_with_tensorflow(model, path, format, quantize, calibration, batch_si
             command += ["--batch-size", str(batch_size)]
         env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
         result = subprocess.run(command, env=env, capture_output=True, text=True)
+    errors = [line for line in result.stderr.splitlines() if line.startswith(_COMMAND_ERROR)]
+    if result.returncode == 2 and errors:  # the export's own ValueError: the same one here
+        raise ValueError(errors[-1][len(_COMMAND_ERROR) :])
     if result.returncode != 0:
         raise RuntimeError(f"Exporting through TensorFlow failed:\n{result.stderr[-2000:]}")
     return path

@@ -79,7 +79,7 @@ def datasets(config):
         data_dir=data.get("data_dir"),
     )
     examples = num_examples(name, data["train_split"], data.get("data_dir"))
-    if data.get("take"):
+    if data.get("take") is not None:
         examples = min(examples, data["take"])
     steps = examples // batch
     if steps < 1:
@@ -116,9 +116,10 @@ def run(config, output_dir, verbose=1, scope=None, plots=True, baseline=False):
     ]
     (output_dir / "checkpoints").mkdir(exist_ok=True)
     start = time.perf_counter()
+    # log=print: a resumed run says so, --quiet or not.
     fit_resumable(model, train_stream, epochs=epochs, steps_per_epoch=steps, backup_dir=output_dir / "backup",
                   backup_every=config["train"].get("backup_every", 50), callbacks=callbacks,
-                  validation_data=evaluation, verbose=verbose)  # fmt: skip
+                  validation_data=evaluation, verbose=verbose, log=print)  # fmt: skip
     seconds = time.perf_counter() - start
     loss_value, accuracy = model.evaluate(evaluation, verbose=0)
     model_path = output_dir / "model.keras"

@@ -2,6 +2,7 @@
 
     report = keras_routing.profile(model)                 # at the model's input shape
     report = keras_routing.profile(model, (224, 224, 3))  # at another input shape
+    report = keras_routing.profile("cc_mobilenet_v1", width=0.5)  # a zoo model, built to count
     report.params, report.madds, report.layers, report.uncounted
     report.print()                                        # a per-layer table
 
@@ -174,12 +175,26 @@ def _walk(model, inputs, rows, uncounted, seen, prefix=""):
     return [tensors[id(t)] for t in functional.outputs] if len(functional.outputs) > 1 else tensors[id(functional.outputs[0])]
 
 
-def profile(model, input_shape=None):
+def profile(model, input_shape=None, **factory_arguments):
     """Parameters and per-example inference multiply-adds of ``model``, per layer and in total.
 
+    ``model``: a ``keras.Model``, or the name of a zoo model, which is built with
+    ``factory_arguments`` (``width=0.5``, ``classes=10``, ...; the factory's defaults otherwise)
+    and ``input_shape`` as the command's ``profile`` does.
     ``input_shape``: one example's shape, e.g. ``(224, 224, 3)``; by default the model's own
     (which must then be fully known).
     """
+    if isinstance(model, str):
+        from keras_routing import zoo
+
+        model = zoo.get(model, input_shape=input_shape, **factory_arguments)
+    elif factory_arguments:
+        raise ValueError(
+            f"profile: factory arguments {sorted(factory_arguments)} apply to a zoo model's name only, "
+            "not to a built model."
+        )
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"profile: `model` must be a keras.Model or a zoo model's name, got {model!r}.")
     functional = _graph(model)
     shapes = [tuple(t.shape[1:]) for t in functional.inputs]
     if input_shape is not None:

@@ -5,10 +5,17 @@ A recipe has ``[model]`` (``name``, the factory's arguments, optional ``baseline
 ``batch_size``, ``optimizer``, ``learning_rate``, ...), and the documentation sections
 ``[paper]`` and ``[measured]``, which training ignores. ``[requires]`` says what hardware the
 recipe needs (``accelerators = true`` for the paper-scale ones).
+
+``resolve`` checks every value it resolves (``RULES``), wherever it came from, and names it as
+the user wrote it: ``--batch-size`` for an option of the command, ``[train] batch_size`` for a
+recipe's.
 """
 
+import functools
 import pathlib
 import tomllib
+
+from keras_routing import validation
 
 SECTIONS = ("model", "data", "train", "paper", "measured", "requires")
 
@@ -39,12 +46,50 @@ DEFAULTS = {
 }
 OPTIONAL = {"data": {"data_dir"}, "train": set()}
 
+# What each setting must be when given (None is "not given"): a check of
+# `keras_routing.validation`, called as `check(value, name, owner=...)`. The model's are the
+# factory arguments the zoo's factories share.
+RULES = {
+    "width": functools.partial(validation.number, above=0),
+    "classes": validation.integer,
+    "experts": validation.integer,
+    "dropout": validation.fraction,
+    "image_size": validation.integer,
+    "mixup": functools.partial(validation.number, at_least=0),  # 0: off
+    "take": validation.integer,
+    "epochs": validation.integer,
+    "batch_size": validation.integer,
+    "learning_rate": functools.partial(validation.number, above=0),
+    "warmup_epochs": functools.partial(validation.number, at_least=0),
+    "weight_decay": functools.partial(validation.number, at_least=0),
+    "seed": functools.partial(validation.integer, minimum=0),
+    "backup_every": validation.integer,
+}
+
+
+def option_name(key):
+    """How the command spells the option of setting ``key``: ``--batch-size``."""
+    return "--" + key.replace("_", "-")
+
+
+def check(key, value, name=None, owner=None):
+    """Check the given ``value`` of setting ``key`` (see ``RULES``; keys without a rule pass);
+    ``name``: what to call it in the error (default ``key``)."""
+    rule = RULES.get(key)
+    if rule is not None:
+        rule(value, name or key, owner=owner)
+
 
 def load(path):
     """The recipe at ``path`` as a dict of sections; unknown sections are an error."""
     path = pathlib.Path(path)
-    with path.open("rb") as f:
-        recipe = tomllib.load(f)
+    try:
+        with path.open("rb") as f:
+            recipe = tomllib.load(f)
+    except tomllib.TOMLDecodeError as error:  # its message ends with "(at line L, column C)"
+        raise ValueError(f"Recipe {path} is not valid TOML: {error}.") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"Recipe {path} is not UTF-8 text: {error}.") from None
     unknown = set(recipe) - set(SECTIONS)
     if unknown:
         raise ValueError(f"Recipe {path}: unknown sections {sorted(unknown)}; valid: {list(SECTIONS)}.")
@@ -53,18 +98,23 @@ def load(path):
     return recipe
 
 
-def resolve(recipe, overrides):
-    """Defaults, then the recipe, then the options given (``None`` = not given), per section."""
+def resolve(recipe, overrides, origin=None):
+    """Defaults, then the recipe, then the options given (``None`` = not given), per section;
+    every value checked (``RULES``). ``origin``: the recipe's file, for the messages."""
     merged = {section: dict(values) for section, values in DEFAULTS.items()}
+    where = f"Recipe {origin}" if origin is not None else "Recipe"
     for section in ("model", "data", "train"):
         given = recipe.get(section, {})
         if section != "model":  # the model's keys are the factory's arguments, checked there
             unknown = set(given) - set(DEFAULTS[section]) - OPTIONAL[section]
             if unknown:
-                raise ValueError(f"Recipe [{section}]: unknown keys {sorted(unknown)}; valid: "
+                raise ValueError(f"{where} [{section}]: unknown keys {sorted(unknown)}; valid: "
                                  f"{sorted(set(DEFAULTS[section]) | OPTIONAL[section])}.")  # fmt: skip
+        for key, value in given.items():
+            check(key, value, owner=f"{where} [{section}]")
         merged[section].update(given)
     for (section, key), value in overrides.items():
         if value is not None:
+            check(key, value, option_name(key))
             merged[section][key] = value
     return merged

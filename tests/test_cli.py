@@ -1,6 +1,8 @@
 """The keras-routing command: one-line errors with exit status 2, and a whole small run."""
 
 import json
+import pathlib
+import zipfile
 
 import numpy as np
 import pytest
@@ -29,9 +31,38 @@ def run(capsys, *argv):
         (["evaluate", "missing.keras"], ["no model file"]),
         (["train", "mobilenet_v1", "--experts", "8"], ["takes no argument(s) ['experts']", "width"]),
         (["train", "mobilenet_v1", "--dataset", "cifar10", "--data-dir", "/nonexistent"], ["tfds build cifar10"]),
+        # Values out of range, from an option or a recipe, named as the user wrote them.
+        (["train", "cc_mobilenet_v1", "--batch-size", "0", "--epochs", "1", "--take", "64", "--output", "out"],
+         ["`--batch-size` must be an integer >= 1, got 0"]),  # fmt: skip
+        (["train", "cc_mobilenet_v1", "--learning-rate", "-1"], ["`--learning-rate` must be a number > 0"]),
+        (["train", "cc_mobilenet_v1", "--take", "0"], ["`--take` must be an integer >= 1, got 0"]),
+        (["train", "cc_mobilenet_v1", "--epochs", "0"], ["`--epochs` must be an integer >= 1, got 0"]),
+        (["train", "cc_mobilenet_v1", "--epochs", "-1"], ["`--epochs`", "got -1"]),
+        (["train", "cc_mobilenet_v1", "--dropout", "2"], ["`--dropout` must be a number in [0, 1)"]),
+        (["train", "cc_mobilenet_v1", "--experts", "0"], ["`--experts`"]),
+        (["train", "cc_mobilenet_v1", "--width", "0"], ["`--width` must be a number > 0"]),
+        (["train", "cc_mobilenet_v1", "--mixup", "-1"], ["`--mixup` must be a number >= 0"]),
+        (["train", "cc_mobilenet_v1", "--image-size", "0"], ["`--image-size`"]),
+        (["train", "cc_mobilenet_v1", "--backup-every", "0"], ["`--backup-every`"]),
+        (["train", "zero_batch.toml"], ["Recipe zero_batch.toml [train]: `batch_size` must be an integer >= 1"]),
+        (["train", "broken.toml"], ["Recipe broken.toml is not valid TOML", "line 4, column 10"]),
+        (["evaluate", "missing.keras", "--batch-size", "0"], ["`--batch-size` must be an integer >= 1"]),
+        (["export", "missing.keras", "--batch-size", "0"], ["`--batch-size`"]),
+        (["profile", "mobilenet_v1", "--classes", "0"], ["`--classes` must be an integer >= 1"]),
+        (["profile", "mobilenet_v1", "--width", "0.01"], ["`width` must leave every layer at least one channel"]),
+        # Files that are not models are not "not found".
+        (["evaluate", "corrupt.keras"], ["corrupt.keras is not a readable .keras model", "not a zip archive"]),
+        (["export", "corrupt.keras"], ["corrupt.keras is not a readable .keras model"]),
+        (["evaluate", "no_config.keras"], ["no_config.keras is not a readable .keras model", "config.json"]),
     ],
 )
-def test_mistakes_get_one_line_and_status_2(capsys, argv, names):
+def test_mistakes_get_one_line_and_status_2(capsys, argv, names, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the files the cases name
+    pathlib.Path("zero_batch.toml").write_text('[model]\nname = "mobilenet_v1"\n[train]\nbatch_size = 0\n')
+    pathlib.Path("broken.toml").write_text('[model]\nname = "mobilenet_v1"\n[train]\nepochs = = 3\n')
+    pathlib.Path("corrupt.keras").write_bytes(b"\x00not a zip archive\xff" * 8)
+    with zipfile.ZipFile("no_config.keras", "w") as archive:
+        archive.writestr("model.weights.h5", b"")
     status, out, err = run(capsys, *argv)
     assert status == 2
     lines = err.strip().splitlines()
@@ -39,6 +70,7 @@ def test_mistakes_get_one_line_and_status_2(capsys, argv, names):
     assert "Traceback" not in err
     for name in names:
         assert name in lines[0]
+    assert not pathlib.Path("out").exists()  # refused before any work
 
 
 def test_zoo_list_names_every_model(capsys):

@@ -74,3 +74,18 @@ def test_refuses_subclassed_models():
 
     with pytest.raises(ValueError, match="subclassed"):
         keras_routing.profile(Net())
+
+
+def test_profiles_a_zoo_model_by_name():
+    from keras_routing import zoo
+
+    report = keras_routing.profile("cc_mobilenet_v1", (64, 64, 3), width=0.25, experts=2, classes=10)
+    model = zoo.cc_mobilenet_v1(width=0.25, experts=2, input_shape=(64, 64, 3), classes=10)
+    expected = keras_routing.profile(model)
+    assert (report.params, report.madds) == (expected.params, expected.madds)
+    with pytest.raises(ValueError, match="zoo model's name only"):
+        keras_routing.profile(model, width=0.5)
+    with pytest.raises(ValueError, match="a keras.Model or a zoo model's name"):
+        keras_routing.profile(42)
+    with pytest.raises(ValueError, match="Unknown zoo model 'cc_mobilenet_v9'"):
+        keras_routing.profile("cc_mobilenet_v9")

@@ -35,7 +35,7 @@ class KillAt(keras.callbacks.Callback):
             raise Interrupt
 
 
-def build():
+def build(metrics=()):
     keras.utils.set_random_seed(0)  # as the command does at start; TF's shuffles depend on it too
     inputs = keras.Input((28, 28, 1))
     x = CondConv2D(8, 3, 4, strides=2, activation="relu")(inputs)
@@ -43,7 +43,7 @@ def build():
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dropout(0.3)(x)  # its random state must survive the restart too
     model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
-    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=list(metrics))
     return model
 
 
@@ -102,6 +102,61 @@ def test_process_killed_mid_epoch_resumes_to_the_uninterrupted_weights(digits_di
             np.testing.assert_allclose(resumed[name], ref[name], rtol=1e-5, atol=1e-6)
 
 
-def test_backup_rejects_bad_frequency(tmp_path):
-    with pytest.raises(ValueError, match="every"):
-        StepBackup(tmp_path, every=0)
+def read_history(path):
+    lines = path.read_text().strip().splitlines()
+    header = lines[0].split(",")
+    return [{k: float(v) for k, v in zip(header, line.split(",")) if v != "NA"} for line in lines[1:]]
+
+
+def test_resumed_run_says_so_and_logs_each_epoch_whole(digits_dir, tmp_path, capsys):
+    """Killed mid-epoch (step 7, last backup at step 6 of 12): the resumed run says where it
+    resumes, and history.csv holds one row per epoch, each over the whole epoch's steps: the
+    rows an uninterrupted run writes."""
+    held_out = image_classification("embedded_digits", "test", 28, BATCH, channels=1, take=2 * BATCH,
+                                    data_dir=digits_dir)  # fmt: skip
+
+    def fit(model, directory, history, *callbacks, **kwargs):
+        csv = keras.callbacks.CSVLogger(str(history), append=True)
+        return fit_resumable(model, stream(digits_dir), epochs=EPOCHS, steps_per_epoch=STEPS, backup_dir=directory,
+                             backup_every=2, callbacks=[*callbacks, csv], validation_data=held_out, verbose=0,
+                             **kwargs)  # fmt: skip
+
+    reference_model = build(["accuracy"])
+    fit(reference_model, tmp_path / "ref", tmp_path / "reference.csv")
+    capsys.readouterr()
+    with pytest.raises(Interrupt):
+        fit(build(["accuracy"]), tmp_path / "run", tmp_path / "history.csv", KillAt(7))
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == 6
+    assert len(read_history(tmp_path / "history.csv")) == 1  # epoch 0 logged; epoch 1 cut short
+    assert capsys.readouterr().out == ""  # verbose=0 and no `log`: nothing printed
+
+    lines = []
+    resumed = build(["accuracy"])
+    history = fit(resumed, tmp_path / "run", tmp_path / "history.csv", log=lines.append)
+    assert lines == [f"Resuming from {tmp_path / 'run'} at epoch 2 of {EPOCHS}, step 2 of {STEPS}."]
+    rows, reference = read_history(tmp_path / "history.csv"), read_history(tmp_path / "reference.csv")
+    assert [row["epoch"] for row in rows] == [row["epoch"] for row in reference] == [0, 1, 2]
+    for row, expected in zip(rows, reference):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert row[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), (row, expected)
+    np.testing.assert_allclose(history.history["loss"], [row["loss"] for row in reference[1:]], rtol=1e-4)
+    for ours, theirs in zip(weights(resumed), weights(reference_model)):  # resumed mid-epoch: the same weights
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("every", [0, True, 2.5])
+def test_backup_rejects_bad_frequency(tmp_path, every):
+    with pytest.raises(ValueError, match="`every` must be an integer >= 1"):
+        StepBackup(tmp_path, every=every)
+    assert StepBackup(tmp_path, every=np.int64(3)).every == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [(dict(epochs=0), "`epochs` must be"), (dict(epochs=-1), "`epochs` must be"), (dict(steps_per_epoch=0), "steps")],
+)
+def test_fit_resumable_rejects_an_empty_run(kwargs, message, tmp_path):
+    """The request is at fault, not a backup (there is none)."""
+    arguments = {"epochs": EPOCHS, "steps_per_epoch": STEPS, "backup_dir": tmp_path / "backup", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        fit_resumable(build(), None, **arguments)

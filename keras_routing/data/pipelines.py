@@ -9,10 +9,14 @@ from a backup sees the data in the same order), batch, the paper's regularisers 
 through KerasCV, mixup with alpha 0.2), prefetch.
 """
 
+import contextlib
+import io
+
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from keras_routing.data import digits_builder
+from keras_routing.validation import integer, is_integer, number
 
 # How each zoo family expects its pixels (as keras.applications' preprocess_input does).
 PREPROCESSING = ("mobilenet", "caffe", "unit", "raw")
@@ -40,11 +44,10 @@ def _check(name, value, choices):
 
 
 def _size(image_size):
-    if isinstance(image_size, int):
-        return (image_size, image_size)
-    if len(image_size) != 2 or not all(isinstance(s, int) and s > 0 for s in image_size):
-        raise ValueError(f"`image_size` must be an int or a (height, width) pair, got {image_size!r}.")
-    return tuple(image_size)
+    pair = (image_size, image_size) if is_integer(image_size) else image_size
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(is_integer(s) and s > 0 for s in pair):
+        raise ValueError(f"`image_size` must be an integer >= 1 or a (height, width) pair of them, got {image_size!r}.")
+    return tuple(int(s) for s in pair)
 
 
 def _mixup(alpha, num_classes, seed):
@@ -106,10 +109,10 @@ def image_classification(
     _check("augment", augment, AUGMENTATIONS)
     _check("preprocessing", preprocessing, PREPROCESSING)
     _check("channels", channels, (1, 3))
-    if not 0.0 <= mixup:
-        raise ValueError(f"`mixup` must be >= 0 (0 turns it off), got {mixup!r}.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
+    mixup = number(mixup, "mixup", at_least=0)  # 0 turns it off
+    batch_size = integer(batch_size, "batch_size")
+    take = integer(take, "take", optional=True)
+    epochs = integer(epochs, "epochs", optional=True)
     training = split.startswith("train")
     shuffle = training if shuffle is None else shuffle
     drop_remainder = training if drop_remainder is None else drop_remainder
@@ -182,9 +185,22 @@ def prepared_builder(name, data_dir=None, download=False):
     """The TFDS builder of ``name``; ``embedded_digits`` (or any dataset, with ``download``) is
     prepared first. Nothing is downloaded otherwise: see ``read_split`` for the error."""
     builder = tfds.builder(name, data_dir=data_dir)
-    if name == digits_builder.NAME or download:
+    if name == digits_builder.NAME and not builder.is_prepared():
+        _prepare_quietly(builder)
+    elif download:
         builder.download_and_prepare()
     return builder
+
+
+def _prepare_quietly(builder):
+    """Prepare a dataset shipped in the package without TFDS's download banner ("Downloading and
+    preparing dataset Unknown size ...") and progress bars: nothing is downloaded."""
+    tfds.disable_progress_bar()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            builder.download_and_prepare()
+    finally:
+        tfds.display_progress_bar(True)
 
 
 def _not_prepared(builder):
@@ -240,6 +256,8 @@ def object_detection(
 
     height, width = _size(image_size)
     _check("preprocessing", preprocessing, PREPROCESSING)
+    batch_size = integer(batch_size, "batch_size")
+    take = integer(take, "take", optional=True)
     builder = prepared_builder(name, data_dir, download)
     if "objects" not in builder.info.features:
         raise ValueError(f"TFDS dataset {name!r} has no 'objects' feature: it is not a detection dataset.")

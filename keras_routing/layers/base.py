@@ -10,6 +10,7 @@ drive several layers (CondConv shares one per block).
 import keras
 
 from keras_routing.layers.routing import Routing
+from keras_routing.validation import integer
 
 
 def per_expert_initializer(initializer, num_experts):
@@ -55,9 +56,7 @@ class ExpertLayer(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         name = self.__class__.__name__
-        if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts < 1:
-            raise ValueError(f"{name}: `num_experts` must be an integer >= 1, got {num_experts!r}.")
-        self.num_experts = num_experts
+        self.num_experts = integer(num_experts, "num_experts", owner=name)
         self.use_bias = use_bias
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)

@@ -9,17 +9,16 @@ from keras import ops
 
 from keras_routing.layers import cond_conv_ops, deployment
 from keras_routing.layers.base import ExpertLayer
+from keras_routing.validation import integer, is_integer
 
 USER_STRATEGIES = ("auto", "mixture", "grouped", "patches")
 
 
 def _tuple(value, name, layer):
-    if isinstance(value, int):
-        value = (value, value)
-    value = tuple(value)
-    if len(value) != 2 or not all(isinstance(v, int) and v >= 1 for v in value):
+    pair = (value, value) if is_integer(value) else value
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(is_integer(v) and v >= 1 for v in pair):
         raise ValueError(f"{layer}: `{name}` must be an integer >= 1 or a pair of them, got {value!r}.")
-    return value
+    return tuple(int(v) for v in pair)
 
 
 class _CondConvBase(ExpertLayer):
@@ -125,9 +124,7 @@ class CondConv2D(_CondConvBase):
     kind = "full"
 
     def __init__(self, filters, kernel_size, num_experts, **kwargs):
-        if not isinstance(filters, int) or filters < 1:
-            raise ValueError(f"CondConv2D: `filters` must be an integer >= 1, got {filters!r}.")
-        self.filters = filters
+        self.filters = integer(filters, "filters", owner="CondConv2D")
         super().__init__(kernel_size, num_experts, **kwargs)
 
     def expert_kernel_shape(self, in_channels):
@@ -151,11 +148,7 @@ class CondDepthwiseConv2D(_CondConvBase):
     kind = "depthwise"
 
     def __init__(self, kernel_size, num_experts, depth_multiplier=1, **kwargs):
-        if not isinstance(depth_multiplier, int) or depth_multiplier < 1:
-            raise ValueError(
-                f"CondDepthwiseConv2D: `depth_multiplier` must be an integer >= 1, got {depth_multiplier!r}."
-            )
-        self.depth_multiplier = depth_multiplier
+        self.depth_multiplier = integer(depth_multiplier, "depth_multiplier", owner="CondDepthwiseConv2D")
         super().__init__(kernel_size, num_experts, **kwargs)
 
     def expert_kernel_shape(self, in_channels):
@@ -178,9 +171,7 @@ class CondDense(ExpertLayer):
     """
 
     def __init__(self, units, num_experts, **kwargs):
-        if not isinstance(units, int) or units < 1:
-            raise ValueError(f"CondDense: `units` must be an integer >= 1, got {units!r}.")
-        self.units = units
+        self.units = integer(units, "units", owner="CondDense")
         super().__init__(num_experts, **kwargs)
 
     def build(self, input_shape):

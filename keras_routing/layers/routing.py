@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_routing.validation import fraction, integer
+
 ACTIVATIONS = ("sigmoid", "softmax")
 
 
@@ -37,15 +39,12 @@ class Routing(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(num_experts, int) or num_experts < 1:
-            raise ValueError(f"Routing: `num_experts` must be an integer >= 1, got {num_experts!r}.")
+        num_experts = integer(num_experts, "num_experts", owner="Routing")
         if activation not in ACTIVATIONS:
             raise ValueError(f"Routing: `activation` must be one of {ACTIVATIONS}, got {activation!r}.")
-        for name, value in (("hidden_units", hidden_units), ("per_channel_units", per_channel_units)):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"Routing: `{name}` must be None or an integer >= 1, got {value!r}.")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"Routing: `dropout` must be in [0, 1), got {dropout!r}.")
+        hidden_units = integer(hidden_units, "hidden_units", optional=True, owner="Routing")
+        per_channel_units = integer(per_channel_units, "per_channel_units", optional=True, owner="Routing")
+        dropout = fraction(dropout, "dropout", owner="Routing")
         self.num_experts = num_experts
         self.activation = activation
         self.hidden_units = hidden_units

@@ -8,6 +8,7 @@ come from the model's ``RoutingPlan``.
 import keras
 
 from keras_routing.layers import CondConv2D, CondDense, CondDepthwiseConv2D
+from keras_routing.validation import fraction, integer, is_integer, number
 from keras_routing.zoo.routing_plan import RoutingPlan
 
 
@@ -15,25 +16,34 @@ def image_input(input_shape, default_size=224, min_size=32):
     """``keras.Input`` for ``input_shape`` (default ``(224, 224, 3)``), checked."""
     if input_shape is None:
         input_shape = (default_size, default_size, 3)
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
+        raise ValueError(f"`input_shape` must be (height, width, channels), got {input_shape!r}.")
     input_shape = tuple(input_shape)
-    if len(input_shape) != 3:
-        raise ValueError(f"`input_shape` must be (height, width, channels), got {input_shape}.")
-    if any(size is not None and size < min_size for size in input_shape[:2]):
+    if any(size is not None and (not is_integer(size) or size < min_size) for size in input_shape[:2]):
         raise ValueError(f"`input_shape` must be at least {min_size}x{min_size}, got {input_shape}.")
-    return keras.Input(input_shape)
+    if not is_integer(input_shape[2]) or input_shape[2] < 1:
+        raise ValueError(f"`input_shape` must have a known number of channels >= 1, got {input_shape}.")
+    return keras.Input(tuple(None if size is None else int(size) for size in input_shape))
 
 
-def check_arguments(width, pooling):
-    """The arguments every factory checks the same way."""
-    if not isinstance(width, (int, float)) or width <= 0:
-        raise ValueError(f"`width` must be a positive number, got {width!r}.")
+def check_arguments(*, pooling, classes, dropout, bn_momentum, width=1.0, narrowest=None):
+    """The arguments every factory checks the same way. ``narrowest``: the channels of the
+    narrowest layer at width 1.0 when ``width`` scales channels by truncation (MobileNetV1)."""
+    number(width, "width", above=0)
+    if narrowest is not None and int(narrowest * width) < 1:
+        raise ValueError(
+            f"`width` must leave every layer at least one channel (width >= 1/{narrowest} = "
+            f"{1 / narrowest:g}: the narrowest layer has {narrowest} channels at width 1), got {width!r}."
+        )
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"`pooling` must be None, 'avg' or 'max', got {pooling!r}.")
+    integer(classes, "classes")
+    fraction(dropout, "dropout")
+    number(bn_momentum, "bn_momentum", at_least=0, at_most=1)
 
 
 def check_experts(experts):
-    if isinstance(experts, bool) or not isinstance(experts, int) or experts < 1:
-        raise ValueError(f"`experts` must be an integer >= 1, got {experts!r}.")
+    integer(experts, "experts")
 
 
 class Builder:

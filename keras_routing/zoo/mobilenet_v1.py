@@ -11,6 +11,7 @@ separable blocks (``keras.applications`` block ids 1-13), 15 the classifier.
 
 import keras
 
+from keras_routing.validation import integer
 from keras_routing.zoo.builder import Builder, check_arguments, check_experts, image_input
 from keras_routing.zoo.registry import register
 from keras_routing.zoo.upcycle import upcycle
@@ -20,6 +21,7 @@ BLOCKS = (
     (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
     (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
 )  # fmt: skip
+NARROWEST = 32  # the first convolution's filters at width 1.0
 CLASSIFIER = 15
 NO_CONDCONV = 16
 CONDCONV_ON = ("depthwise", "pointwise")
@@ -101,7 +103,9 @@ def mobilenet_v1(
     Inputs are images scaled to [-1, 1] (``keras.applications.mobilenet.preprocess_input``).
     ``bn_momentum`` defaults to the CondConv paper's 0.9 (it changes training, not weights).
     """
-    check_arguments(width, pooling)
+    check_arguments(
+        width=width, pooling=pooling, classes=classes, dropout=dropout, bn_momentum=bn_momentum, narrowest=NARROWEST
+    )
     return _build(
         width, None, NO_CONDCONV, (), False, "per_block", include_top, input_shape, pooling,
         classes, classifier_activation, dropout, bn_momentum, name or f"mobilenet_v1_{width:g}",
@@ -142,10 +146,11 @@ def cc_mobilenet_v1(
         init_from: a trained ``mobilenet_v1`` of the same width (or the path of one saved as
             ``.keras``) to start from: see ``keras_routing.zoo.upcycle``.
     """
-    check_arguments(width, pooling)
+    check_arguments(
+        width=width, pooling=pooling, classes=classes, dropout=dropout, bn_momentum=bn_momentum, narrowest=NARROWEST
+    )
     check_experts(experts)
-    if not isinstance(condconv_begin, int) or not 1 <= condconv_begin <= NO_CONDCONV:
-        raise ValueError(f"`condconv_begin` must be an integer in [1, {NO_CONDCONV}], got {condconv_begin!r}.")
+    integer(condconv_begin, "condconv_begin", 1, NO_CONDCONV)
     condconv_on = (condconv_on,) if isinstance(condconv_on, str) else tuple(condconv_on)
     if not condconv_on or set(condconv_on) - set(CONDCONV_ON):
         raise ValueError(f"`condconv_on` must be a non-empty subset of {CONDCONV_ON}, got {condconv_on!r}.")

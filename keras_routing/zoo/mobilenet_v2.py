@@ -96,7 +96,7 @@ def mobilenet_v2(
     Inputs are images scaled to [-1, 1] (``keras.applications.mobilenet_v2.preprocess_input``).
     ``dropout`` > 0 adds dropout before the classifier (no weights: the layers still match).
     """
-    check_arguments(width, pooling)
+    check_arguments(width=width, pooling=pooling, classes=classes, dropout=dropout, bn_momentum=bn_momentum)
     return _build(width, None, "per_block", include_top, input_shape, pooling, classes,
                   classifier_activation, dropout, bn_momentum, name or f"mobilenet_v2_{width:g}")  # fmt: skip
 
@@ -120,7 +120,7 @@ def cc_mobilenet_v2(
 
     ``routing`` and ``init_from`` as for ``cc_mobilenet_v1``.
     """
-    check_arguments(width, pooling)
+    check_arguments(width=width, pooling=pooling, classes=classes, dropout=dropout, bn_momentum=bn_momentum)
     check_experts(experts)
     model = _build(width, experts, routing, include_top, input_shape, pooling, classes,
                    classifier_activation, dropout, bn_momentum, name or f"cc_mobilenet_v2_{width:g}_{experts}")  # fmt: skip

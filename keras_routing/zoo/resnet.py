@@ -85,7 +85,7 @@ def resnet50(
     model the CondConv paper's 4,093M multiply-adds count. Both have the same weights.
     Inputs are preprocessed as ``keras.applications.resnet50.preprocess_input`` does.
     """
-    check_arguments(1.0, pooling)
+    check_arguments(pooling=pooling, classes=classes, dropout=dropout, bn_momentum=bn_momentum)
     return _build(None, 0, False, stride_on, "per_block", include_top, input_shape, pooling, classes,
                   classifier_activation, dropout, bn_momentum, name or "resnet50")  # fmt: skip
 
@@ -112,7 +112,7 @@ def cc_resnet50(
     paper's text says every convolution of the blocks; its 8-expert parameter count fits
     leaving it plain, see the README). ``routing`` and ``init_from`` as for ``cc_mobilenet_v1``.
     """
-    check_arguments(1.0, pooling)
+    check_arguments(pooling=pooling, classes=classes, dropout=dropout, bn_momentum=bn_momentum)
     check_experts(experts)
     model = _build(experts, 3, condconv_shortcut, stride_on, routing, include_top, input_shape, pooling,
                    classes, classifier_activation, dropout, bn_momentum, name or f"cc_resnet50_{experts}")  # fmt: skip

@@ -1,5 +1,9 @@
 """CondConv layers against the paper's literal mixture of expert convolutions, on every backend."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -203,6 +207,31 @@ def test_shared_routing_model_trains_saves_and_reloads(tmp_path):
         np.testing.assert_allclose(to_numpy(loaded(x[:batch])), to_numpy(model(x[:batch])), rtol=1e-6, atol=1e-6)
 
 
+def test_saved_models_load_after_import_keras_routing(tmp_path):
+    """In a fresh interpreter, `import keras_routing` is all that loading a saved model needs,
+    whichever of Keras and keras_routing is imported first; and importing keras_routing alone
+    imports no Keras (the command picks the backend after it)."""
+    from keras_routing import zoo
+
+    inputs = keras.Input((8, 8, 5))
+    keras.Model(inputs, _routed_block(inputs)).save(tmp_path / "block.keras")
+    zoo.cc_mobilenet_v1(width=0.25, experts=2, input_shape=(32, 32, 3), classes=10).save(tmp_path / "zoo.keras")
+    load = f"""
+for name in ("block", "zoo"):
+    model = keras.saving.load_model({str(tmp_path)!r} + "/" + name + ".keras")
+    assert keras.backend.backend() == {keras.backend.backend()!r}, keras.backend.backend()
+    print(name, type(model.layers[-1]).__name__)
+"""
+    scripts = {
+        "keras first": "import keras, keras_routing" + load,
+        "keras_routing first": "import keras_routing, sys\nassert 'keras' not in sys.modules\nimport keras" + load,
+    }
+    for order, script in scripts.items():
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"{order}: {result.stderr[-2000:]}"
+        assert result.stdout.split() == ["block", "CondDense", "zoo", "Activation"], (order, result.stdout)
+
+
 LAYERS = {
     "conv": (lambda: CondConv2D(6, 3, 4, padding="same", activation="relu"), (3, 8, 8, 5)),
     "conv_strided_hidden_routing": (
@@ -257,11 +286,37 @@ def test_routing_variants_follow_their_formulas():
         (lambda: CondConv2D(4, 3, 2, padding="full"), "padding"),
         (lambda: CondConv2D(4, 3, 2, routing=Routing(3)), "experts"),
         (lambda: Routing(2, activation="relu"), "activation"),
+        # A bool is not an integer: True is not one expert.
+        (lambda: Routing(True), "`num_experts` must be an integer"),
+        (lambda: CondConv2D(4, 3, True), "`num_experts` must be an integer"),
+        (lambda: CondConv2D(True, 3, 2), "`filters`"),
+        (lambda: CondDense(False, 2), "`units`"),
+        (lambda: CondConv2D(4, (3, True), 2), "`kernel_size`"),
+        (lambda: Routing(2, hidden_units=True), "`hidden_units`"),
+        (lambda: Routing(2, dropout=2), "`dropout` must be a number in \\[0, 1\\)"),
+        (lambda: Routing(2, dropout="0.1"), "`dropout`"),
     ],
 )
 def test_bad_arguments_raise_value_error(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_numpy_integers_are_integers():
+    """What NumPy arithmetic gives (``np.int64``) is accepted where Keras accepts it, and stored as
+    Python ints, so configs stay JSON."""
+    n = np.int64
+    layers = [
+        CondConv2D(n(4), n(3), n(2), strides=n(1), dilation_rate=(n(1), 1)),
+        CondDepthwiseConv2D((n(3), n(3)), n(2), depth_multiplier=n(2)),
+        CondDense(n(3), n(2)),
+        Routing(n(4), hidden_units=n(3), per_channel_units=n(2)),
+    ]
+    for layer in layers:
+        config = layer.get_config()
+        json.dumps(config)
+        assert layer.__class__.from_config(config).get_config() == config
+    assert layers[0].kernel_size == (3, 3) and type(layers[0].num_experts) is int
 
 
 def test_bad_inputs_raise_value_error():

@@ -147,8 +147,40 @@ def test_registry():
         (dict(width=0), "width"),
         (dict(input_shape=(16, 16, 3)), "input_shape"),
         (dict(pooling="sum", include_top=False), "pooling"),
+        # Each names the argument at fault, not the Keras layer argument it would break.
+        (dict(classes=0), "`classes` must be an integer >= 1"),
+        (dict(width=0.01), "`width` must leave every layer at least one channel"),
+        (dict(dropout=2), "`dropout` must be a number in \\[0, 1\\)"),
+        (dict(input_shape=(32, 32, 0)), "`input_shape` must have a known number of channels"),
+        (dict(input_shape=(32, 32, None)), "`input_shape`"),
+        (dict(bn_momentum=2), "`bn_momentum` must be a number in \\[0, 1\\]"),
+        (dict(experts=True), "`experts` must be an integer"),
+        (dict(condconv_begin=True), "`condconv_begin`"),
     ],
 )
 def test_bad_arguments_raise_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         zoo.cc_mobilenet_v1(**{"width": 0.25, "input_shape": (32, 32, 3), **kwargs})
+
+
+SHARED_MISTAKES = [
+    (dict(classes=0), "`classes`"),
+    (dict(dropout=1), "`dropout`"),
+    (dict(bn_momentum=-0.1), "`bn_momentum`"),
+    (dict(input_shape=(32, 32, 0)), "`input_shape`"),
+]
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "cc_mobilenet_v1", "mobilenet_v2", "cc_mobilenet_v2", "resnet50"])
+@pytest.mark.parametrize("kwargs,match", SHARED_MISTAKES)
+def test_every_factory_checks_the_shared_arguments(name, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        zoo.get(name, **{"input_shape": (32, 32, 3), **kwargs})
+
+
+def test_numpy_integers_are_accepted():
+    n = np.int64
+    model = zoo.cc_mobilenet_v1(width=0.25, experts=n(2), condconv_begin=n(13), input_shape=(n(32), n(32), n(3)),
+                                classes=n(10))  # fmt: skip
+    assert model.output.shape == (None, 10)
+    assert model.get_layer("conv_preds").num_experts == 2
