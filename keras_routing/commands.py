@@ -3,6 +3,7 @@
 import json
 import pathlib
 import time
+import zipfile
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from keras_routing.distribution import data_parallel
 from keras_routing.deploy import CALIBRATION_EXAMPLES, litert_predictor
 from keras_routing.deploy import export as export_model
 from keras_routing.profiler import profile as count
+from keras_routing.seed_spread import SeedSpread
 
 console = Console(soft_wrap=True)  # paths stay whole, to copy and paste
 
@@ -45,7 +47,7 @@ def _config(args):
         except ValueError as error:
             raise UsageError(str(error)) from None
     else:
-        recipe = {"model": {"name": args.model}}
+        path, recipe = None, {"model": {"name": args.model}}
     overrides = {
         ("model", "width"): args.width,
         ("model", "experts"): args.experts,
@@ -64,7 +66,11 @@ def _config(args):
         ("train", "seed"): args.seed,
         ("train", "backup_every"): args.backup_every,
     }
-    config = recipes.resolve(recipe, overrides)
+    config = recipes.resolve(recipe, overrides, origin=path)  # checks every value, the options' too
+    # The recipe's recorded seeds describe its own settings: any option but these changes them.
+    same_settings = all(value is None for (_, key), value in overrides.items()
+                        if key not in ("seed", "backup_every", "data_dir"))  # fmt: skip
+    spread = SeedSpread.from_recipe(recipe.get("measured", {})) if same_settings else None
     if config["data"]["augment"] == "none":
         config["data"]["augment"] = None
     _check_model_name(config["model"]["name"])
@@ -72,7 +78,7 @@ def _config(args):
     experiment.factory_arguments(config["model"])  # before any training (the baseline's included)
     if recipe.get("requires", {}).get("accelerators"):
         console.print(f"[yellow]Note:[/] {args.model} is a paper-scale recipe meant for accelerators.")
-    return config
+    return config, spread
 
 
 def _distribution(distribution):
@@ -85,7 +91,7 @@ def _distribution(distribution):
 
 
 def train(args):
-    config = _config(args)
+    config, spread = _config(args)
     name = config["model"]["name"]
     output = args.output or pathlib.Path("outputs") / name
     scope = _distribution(args.distribution)
@@ -102,7 +108,7 @@ def train(args):
     results, model = experiment.run(config, output, verbose, scope, plots=not args.no_plots)
     runs[name] = results
     exports = _export_trained(model, args.export or (), config, output)
-    _print_summary(runs, exports, output)
+    _print_summary(runs, exports, output, spread if len(runs) == 2 and args.baseline is None else None)
     (output / "summary.json").write_text(json.dumps({"runs": runs, "exports": exports}, indent=2))
     return 0
 
@@ -154,14 +160,24 @@ def _preprocessing_of(model):
     return zoo.preprocessing(model.name) if model.name in zoo.list_models() else "mobilenet"
 
 
-def _print_summary(runs, exports, output):
+def _print_summary(runs, exports, output, spread=None):
+    """The results table; with the recipe's ``spread`` (``SeedSpread``, for the recipe's own
+    settings), each model's accuracy over the recorded seeds beside this run's, and the verdict."""
     table = Table(title="Results (held-out split)")
-    for column in ("model", "params", "MAdds", "accuracy", "loss", "train time"):
+    columns = ["model", "params", "inference MAdds", "accuracy", "loss", "train time"]
+    if spread is not None:
+        columns.insert(4, f"accuracy, seeds {', '.join(map(str, spread.seeds))} (recipe)")
+    for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
-    for name, r in runs.items():
-        table.add_row(name, f"{r['params'] / 1e6:.2f}M", f"{r['madds'] / 1e6:.1f}M", f"{r['accuracy']:.2%}",
-                      f"{r['loss']:.3f}", f"{r['train_seconds']:.1f} s")  # fmt: skip
+    for index, (name, r) in enumerate(runs.items()):
+        row = [name, f"{r['params'] / 1e6:.2f}M", f"{r['madds'] / 1e6:.2f}M", f"{r['accuracy']:.2%}",
+               f"{r['loss']:.3f}", f"{r['train_seconds']:.1f} s"]  # fmt: skip
+        if spread is not None:
+            row.insert(4, spread.summary(spread.condconv if index == len(runs) - 1 else spread.baseline))
+        table.add_row(*row)
     console.print(table)
+    if spread is not None:
+        console.print(spread.verdict())
     if len(runs) == 2:
         base, cond = runs.values()
         console.print(f"training-time ratio {cond['model']} / {base['model']}: "
@@ -178,13 +194,27 @@ def _print_summary(runs, exports, output):
     console.print(f"summary:      {(output / 'summary.json').resolve()}")
 
 
+def _check_options(args, *keys):
+    """The options ``keys`` of ``args`` that were given, checked as ``train`` checks its own."""
+    for key in keys:
+        if getattr(args, key) is not None:
+            recipes.check(key, getattr(args, key), recipes.option_name(key))
+
+
 def _load(path):
     if not path.is_file():
         raise UsageError(f"no model file {path}")
-    return keras.saving.load_model(path)
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        raise UsageError(f"{path} is not a readable .keras model: it is not a zip archive (what model.save writes)")
+    try:
+        return keras.saving.load_model(path)
+    except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile) as error:
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise UsageError(f"{path} is not a readable .keras model: {first}") from None
 
 
 def evaluate(args):
+    _check_options(args, "batch_size", "image_size")
     model = _load(args.model)
     dataset, split, batch_size = args.dataset or "embedded_digits", args.split or "test", args.batch_size or 64
     _check_dataset(dataset)
@@ -202,6 +232,7 @@ def evaluate(args):
 
 
 def export(args):
+    _check_options(args, "batch_size", "image_size")
     model = _load(args.model)
     suffix = {"saved_model": "_saved_model", "litert": ".tflite", "onnx": ".onnx"}[args.format]
     default = args.model.stem + ("_int8" if args.quantize == "int8" else "") + suffix
@@ -225,6 +256,7 @@ def _representative(args, model):
 
 
 def profile(args):
+    _check_options(args, "width", "experts", "image_size", "classes")
     if args.model.endswith(".keras"):
         model = _load(pathlib.Path(args.model))
     else:
