@@ -1,7 +1,10 @@
 """What each ``keras-routing`` subcommand does, once the backend is chosen (see ``cli``)."""
 
+import contextlib
 import json
+import os
 import pathlib
+import sys
 import time
 import zipfile
 
@@ -107,10 +110,34 @@ def train(args):
     console.rule(f"{name} on {config['data']['dataset']} ({keras.backend.backend()})")
     results, model = experiment.run(config, output, verbose, scope, plots=not args.no_plots)
     runs[name] = results
-    exports = _export_trained(model, args.export or (), config, output)
+    exports = {}
+    if args.export:
+        console.print(f"exporting {name} as {', '.join(args.export)} (LiteRT models evaluated in the interpreter) ...")
+        with _native_output_silenced():
+            exports = _export_trained(model, args.export, config, output)
     _print_summary(runs, exports, output, spread if len(runs) == 2 and args.baseline is None else None)
     (output / "summary.json").write_text(json.dumps({"runs": runs, "exports": exports}, indent=2))
     return 0
+
+
+@contextlib.contextmanager
+def _native_output_silenced():
+    """Silence what TensorFlow's converter and the LiteRT interpreter print from C++ straight to
+    the process's stdout and stderr ("fully_quantize: 0, ...", "Created TensorFlow Lite XNNPACK
+    delegate"); Python's exceptions, and so every error, still come through."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 1)
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
 
 
 def _export_trained(model, formats, config, output):
@@ -164,14 +191,15 @@ def _print_summary(runs, exports, output, spread=None):
     """The results table; with the recipe's ``spread`` (``SeedSpread``, for the recipe's own
     settings), each model's accuracy over the recorded seeds beside this run's, and the verdict."""
     table = Table(title="Results (held-out split)")
-    columns = ["model", "params", "inference MAdds", "accuracy", "loss", "train time"]
+    table.add_column("model", no_wrap=True)
+    columns = ["params", "inference MAdds", "accuracy", "train time"]
     if spread is not None:
-        columns.insert(4, f"accuracy, seeds {', '.join(map(str, spread.seeds))} (recipe)")
+        columns.insert(3, f"seeds {', '.join(map(str, spread.seeds))} (recipe)")
     for column in columns:
-        table.add_column(column, justify="left" if column == "model" else "right")
+        table.add_column(column, justify="right")
     for index, (name, r) in enumerate(runs.items()):
         row = [name, f"{r['params'] / 1e6:.2f}M", f"{r['madds'] / 1e6:.2f}M", f"{r['accuracy']:.2%}",
-               f"{r['loss']:.3f}", f"{r['train_seconds']:.1f} s"]  # fmt: skip
+               f"{r['train_seconds']:.1f} s"]  # fmt: skip
         if spread is not None:
             row.insert(4, spread.summary(spread.condconv if index == len(runs) - 1 else spread.baseline))
         table.add_row(*row)

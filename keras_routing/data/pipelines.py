@@ -11,6 +11,7 @@ through KerasCV, mixup with alpha 0.2), prefetch.
 
 import contextlib
 import io
+import logging
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -184,23 +185,32 @@ def _augmenter(augment, seed, channels):
 def prepared_builder(name, data_dir=None, download=False):
     """The TFDS builder of ``name``; ``embedded_digits`` (or any dataset, with ``download``) is
     prepared first. Nothing is downloaded otherwise: see ``read_split`` for the error."""
+    if name == digits_builder.NAME:
+        with _quiet_tfds():  # shipped in the package: nothing to download, nothing to announce
+            builder = tfds.builder(name, data_dir=data_dir)
+            if not builder.is_prepared():
+                builder.download_and_prepare()
+        return builder
     builder = tfds.builder(name, data_dir=data_dir)
-    if name == digits_builder.NAME and not builder.is_prepared():
-        _prepare_quietly(builder)
-    elif download:
+    if download:
         builder.download_and_prepare()
     return builder
 
 
-def _prepare_quietly(builder):
-    """Prepare a dataset shipped in the package without TFDS's download banner ("Downloading and
-    preparing dataset Unknown size ...") and progress bars: nothing is downloaded."""
+@contextlib.contextmanager
+def _quiet_tfds():
+    """No TFDS banner ("Downloading and preparing dataset Unknown size ..."), progress bars or
+    absl warnings about a folder it is about to fill."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
     tfds.disable_progress_bar()
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            builder.download_and_prepare()
+            yield
     finally:
         tfds.display_progress_bar(True)
+        absl.setLevel(level)
 
 
 def _not_prepared(builder):
