@@ -30,8 +30,10 @@ class SeedSpread:
             return None
         seeds, baseline, condconv = (tuple(measured[key]) for key in keys)
         if not len(seeds) == len(baseline) == len(condconv) >= 2:
-            raise ValueError(f"[measured] needs one baseline_accuracy and one accuracy per seed (at least two "
-                             f"seeds), got {len(seeds)} seeds, {len(baseline)} and {len(condconv)} accuracies.")  # fmt: skip
+            raise ValueError(
+                f"[measured] needs one baseline_accuracy and one accuracy per seed (at least two seeds), "
+                f"got {len(seeds)} seeds, {len(baseline)} and {len(condconv)} accuracies."
+            )
         return cls(seeds, baseline, condconv)
 
     @staticmethod
@@ -47,8 +49,10 @@ class SeedSpread:
         spread = max(statistics.stdev(self.baseline), statistics.stdev(self.condconv)) * 100
         ahead = sum(gain > 0 for gain in gains)
         seeds = ", ".join(map(str, self.seeds))
-        detail = (f"mean gain {mean:+.2f} points, {ahead} of {len(gains)} seeds ahead "
-                  f"({min(gains):+.2f} to {max(gains):+.2f}), seed-to-seed standard deviation up to {spread:.2f} points")  # fmt: skip
+        detail = (
+            f"mean gain {mean:+.2f} points, {ahead} of {len(gains)} seeds ahead ({min(gains):+.2f} to "
+            f"{max(gains):+.2f}), seed-to-seed standard deviation up to {spread:.2f} points"
+        )
         if mean > spread:
             return f"Over seeds {seeds} CondConv beats its baseline by more than the seed-to-seed spread: {detail}."
         return f"Over seeds {seeds} CondConv's gain is within the seed-to-seed spread: {detail}."

@@ -1,6 +1,7 @@
 """The seed sweep (slow, outside the default run): every test that trains and then asserts on
-the outcome, rerun in fresh processes for 10 seeds, once on one thread and (TensorFlow) once with oneDNN's
-kernels off. Other CPUs round differently and land a seed elsewhere; these tests must hold anyway.
+the outcome, rerun in fresh processes for 10 seeds, once on one thread and (TensorFlow) once
+with oneDNN's kernels off. Other CPUs round differently and land a seed elsewhere; these tests
+must hold anyway.
 
     KERAS_BACKEND=<backend> .venv/bin/python -m pytest -m slow tests/test_seed_sweep.py -s
 
