@@ -194,9 +194,9 @@ def _print_summary(runs, exports, output, spread=None):
     table.add_column("model", no_wrap=True)
     columns = ["params", "inference MAdds", "accuracy", "train time"]
     if spread is not None:
-        columns.insert(3, f"seeds {', '.join(map(str, spread.seeds))} (recipe)")
+        columns.insert(3, "recipe's seeds")  # mean ± standard deviation; the seeds are named below
     for column in columns:
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=column == "recipe's seeds")
     for index, (name, r) in enumerate(runs.items()):
         row = [name, f"{r['params'] / 1e6:.2f}M", f"{r['madds'] / 1e6:.2f}M", f"{r['accuracy']:.2%}",
                f"{r['train_seconds']:.1f} s"]  # fmt: skip
@@ -205,6 +205,9 @@ def _print_summary(runs, exports, output, spread=None):
         table.add_row(*row)
     console.print(table)
     if spread is not None:
+        base, cond = runs
+        console.print(f"recipe's seeds {', '.join(map(str, spread.seeds))}: {base} {spread.span(spread.baseline)}, "
+                      f"{cond} {spread.span(spread.condconv)}")  # fmt: skip
         console.print(spread.verdict())
     if len(runs) == 2:
         base, cond = runs.values()

@@ -38,9 +38,13 @@ class SeedSpread:
 
     @staticmethod
     def summary(values):
-        """``mean ± standard deviation (min-max)`` in percent."""
-        return (f"{statistics.mean(values):.2%} ± {statistics.stdev(values) * 100:.2f} "
-                f"({min(values):.2%}-{max(values):.2%})")  # fmt: skip
+        """``mean ± standard deviation`` in percent."""
+        return f"{statistics.mean(values):.2%} ± {statistics.stdev(values) * 100:.2f}"
+
+    @staticmethod
+    def span(values):
+        """``min-max`` in percent."""
+        return f"{min(values):.2%}-{max(values):.2%}"
 
     def verdict(self):
         """One sentence: is the mean gain beyond the seed-to-seed spread?"""
