@@ -7,7 +7,7 @@ SHELL := /bin/bash
 BACKENDS ?= tensorflow jax torch
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup demo test benchmark
+.PHONY: setup demo test lint benchmark
 
 setup: $(VENV)/.installed
 
@@ -45,3 +45,7 @@ benchmark: setup
 		KERAS_BACKEND=$$backend $(BIN)/python benchmarks/zoo_speed.py --repeats 3 || exit 1; \
 	done
 	cd benchmarks && ../$(BIN)/python litert_speed.py && ../$(BIN)/python litert_int8_depthwise.py
+
+# The formatter's check (CI runs it after the tests). `$(BIN)/ruff format .` fixes what it reports.
+lint: setup
+	$(BIN)/ruff format --check .

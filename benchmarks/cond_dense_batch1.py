@@ -31,6 +31,10 @@ def mixed():
     return ops.matmul(x, cond_conv_ops.mix_one(r, layer.kernel, cond_conv_ops.mix_kernels))
 
 
-np.testing.assert_allclose(ops.convert_to_numpy(mixed()), ops.convert_to_numpy(all_experts()), rtol=1e-4, atol=1e-4)
+np.testing.assert_allclose(
+    ops.convert_to_numpy(mixed()), ops.convert_to_numpy(all_experts()), rtol=1e-4, atol=1e-4
+)
 new, old = compare(mixed, all_experts, repeats=7, min_seconds=0.5)
-print(f"{keras.backend.backend()}: mixed {new * 1e3:.2f} ms, all experts {old * 1e3:.2f} ms ({old / new:.1f}x)")
+print(
+    f"{keras.backend.backend()}: mixed {new * 1e3:.2f} ms, all experts {old * 1e3:.2f} ms ({old / new:.1f}x)"
+)

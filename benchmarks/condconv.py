@@ -53,7 +53,9 @@ def model_of(layer):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strategies", default="auto", help="comma-separated, of auto,mixture,grouped,patches")
+    parser.add_argument(
+        "--strategies", default="auto", help="comma-separated, of auto,mixture,grouped,patches"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--min-seconds", type=float, default=0.2, help="per timed repetition")
     parser.add_argument("--layers", default=",".join(LAYERS), help="comma-separated, of " + ", ".join(LAYERS))
@@ -63,8 +65,10 @@ def main():
     train_x = rng.normal(size=(32, *SHAPE)).astype("float32")
     infer_x = rng.normal(size=(1, *SHAPE)).astype("float32")
     print(f"backend: {keras.backend.backend()}, cores: {os.cpu_count()}, input {SHAPE}, {EXPERTS} experts")
-    print("| layer | strategy | train b32 plain ms | train ratio (target) | infer b1 plain ms | infer ratio (target) "
-          "| mixing alone |")  # fmt: skip
+    print(
+        "| layer | strategy | train b32 plain ms | train ratio (target) | infer b1 plain ms | infer ratio (target) "
+        "| mixing alone |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     failures = 0
     for name in args.layers.split(","):

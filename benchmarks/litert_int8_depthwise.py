@@ -37,8 +37,9 @@ def block(rng, conditional=True):
         x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)(inputs)
     norm = keras.layers.BatchNormalization()
     x = keras.layers.ReLU(6.0)(norm(x))
-    norm.set_weights([rng.uniform(0.5, 2, 256), rng.normal(size=256), rng.normal(size=256),
-                      rng.uniform(0.01, 10, 256)])  # fmt: skip
+    norm.set_weights(
+        [rng.uniform(0.5, 2, 256), rng.normal(size=256), rng.normal(size=256), rng.uniform(0.01, 10, 256)]
+    )
     return keras.Model(inputs, x)
 
 
@@ -46,7 +47,9 @@ def export_with_form(model, form, path, calibration):
     choose = cond_conv_ops.choose_strategy
     cond_conv_ops.choose_strategy = lambda kind, *args, deployment=None, **kwargs: form
     try:
-        deploy.export(model, path, "litert", quantize="int8", batch_size=1, representative_dataset=calibration)
+        deploy.export(
+            model, path, "litert", quantize="int8", batch_size=1, representative_dataset=calibration
+        )
     finally:
         cond_conv_ops.choose_strategy = choose
 
@@ -64,19 +67,33 @@ def main():
     expected = model.predict(images[:8], verbose=0)
     scratch = tempfile.mkdtemp()
     plain_path = os.path.join(scratch, "plain.tflite")
-    deploy.export(block(rng, conditional=False), plain_path, "litert", quantize="int8", batch_size=1,
-                  representative_dataset=images)  # fmt: skip
+    deploy.export(
+        block(rng, conditional=False),
+        plain_path,
+        "litert",
+        quantize="int8",
+        batch_size=1,
+        representative_dataset=images,
+    )
     plain = litert_invoker(plain_path, args.threads, images[:1])
-    print(f"CondDepthwiseConv2D(3, 8 experts) + BN + ReLU6, 14x14x256, LiteRT int8, batch 1, {args.threads} threads")
+    print(
+        f"CondDepthwiseConv2D(3, 8 experts) + BN + ReLU6, 14x14x256, LiteRT int8, batch 1, {args.threads} threads"
+    )
     for form in FORMS:
         path = os.path.join(scratch, f"{form}.tflite")
         export_with_form(model, form, path, images)
         outputs = deploy.run_litert(path, images[:8], threads=args.threads)
         error = np.abs(outputs - expected).mean() / np.abs(expected).mean()
-        form_time, plain_time = compare(litert_invoker(path, args.threads, images[:1]), plain,
-                                        repeats=args.repeats, min_seconds=args.min_seconds)  # fmt: skip
-        print(f"{form:<10} {form_time * 1e6:8.1f} us vs plain {plain_time * 1e6:6.1f} us  "
-              f"ratio {form_time / plain_time:5.2f}   error {error:6.2%}")  # fmt: skip
+        form_time, plain_time = compare(
+            litert_invoker(path, args.threads, images[:1]),
+            plain,
+            repeats=args.repeats,
+            min_seconds=args.min_seconds,
+        )
+        print(
+            f"{form:<10} {form_time * 1e6:8.1f} us vs plain {plain_time * 1e6:6.1f} us  "
+            f"ratio {form_time / plain_time:5.2f}   error {error:6.2%}"
+        )
 
 
 if __name__ == "__main__":

@@ -60,32 +60,59 @@ def main():
         paths = {}
         for name, model in (("plain", plain), ("cc", cc)):
             paths[name] = scratch / f"{name}_{quantize}.tflite"
-            deploy.export(model, paths[name], "litert", quantize=quantize, batch_size=1,
-                          representative_dataset=calibration)  # fmt: skip
+            deploy.export(
+                model,
+                paths[name],
+                "litert",
+                quantize=quantize,
+                batch_size=1,
+                representative_dataset=calibration,
+            )
         plain_call = litert_invoker(paths["plain"], args.threads, image)
-        cc_time, plain_time = compare(litert_invoker(paths["cc"], args.threads, image), plain_call,
-                                      repeats=args.repeats, min_seconds=args.min_seconds)  # fmt: skip
+        cc_time, plain_time = compare(
+            litert_invoker(paths["cc"], args.threads, image),
+            plain_call,
+            repeats=args.repeats,
+            min_seconds=args.min_seconds,
+        )
         label = "float32" if quantize is None else quantize
         rows.append((f"cc {label}", cc_time, plain_time, paths))
         if quantize is None:
             paths["unfolded"] = scratch / "cc_unfolded.tflite"
             export_unfolded(cc, paths["unfolded"])
-            unfolded_time, plain_again = compare(litert_invoker(paths["unfolded"], args.threads, image), plain_call,
-                                                 repeats=args.repeats, min_seconds=args.min_seconds)  # fmt: skip
-            rows.append(("cc float32 unfolded", unfolded_time, plain_again, {"cc": paths["unfolded"], "plain": paths["plain"]}))
+            unfolded_time, plain_again = compare(
+                litert_invoker(paths["unfolded"], args.threads, image),
+                plain_call,
+                repeats=args.repeats,
+                min_seconds=args.min_seconds,
+            )
+            rows.append(
+                (
+                    "cc float32 unfolded",
+                    unfolded_time,
+                    plain_again,
+                    {"cc": paths["unfolded"], "plain": paths["plain"]},
+                )
+            )
             floor = mixing_floor(cc, scratch, args)
 
-    print(f"cc_mobilenet_v1({args.width}, {args.experts}) vs mobilenet_v1({args.width}), LiteRT, batch 1, "
-          f"224x224, {args.threads} threads; target {TARGET}x")  # fmt: skip
+    print(
+        f"cc_mobilenet_v1({args.width}, {args.experts}) vs mobilenet_v1({args.width}), LiteRT, batch 1, "
+        f"224x224, {args.threads} threads; target {TARGET}x"
+    )
     for label, cc_time, plain_time, paths in rows:
         sizes = f"{paths['cc'].stat().st_size / 1e6:.1f} MB vs {paths['plain'].stat().st_size / 1e6:.1f} MB"
-        print(f"{label:<20} {cc_time * 1e3:7.2f} ms vs {plain_time * 1e3:6.2f} ms  "
-              f"ratio {cc_time / plain_time:.2f}  ({sizes})")  # fmt: skip
+        print(
+            f"{label:<20} {cc_time * 1e3:7.2f} ms vs {plain_time * 1e3:6.2f} ms  "
+            f"ratio {cc_time / plain_time:.2f}  ({sizes})"
+        )
     mix_time, megabytes = floor
     plain_time = rows[0][2]
-    print(f"float32 mixing alone (benchmarks/mixing.py): {mix_time * 1e3:.2f} ms for {megabytes:.1f} MB of experts "
-          f"({megabytes / 1e3 / mix_time:.1f} GB/s); its share of the float32 ratio, 1 + mixing / plain = "
-          f"{1 + mix_time / plain_time:.2f}")  # fmt: skip
+    print(
+        f"float32 mixing alone (benchmarks/mixing.py): {mix_time * 1e3:.2f} ms for {megabytes:.1f} MB of experts "
+        f"({megabytes / 1e3 / mix_time:.1f} GB/s); its share of the float32 ratio, 1 + mixing / plain = "
+        f"{1 + mix_time / plain_time:.2f}"
+    )
 
 
 def mixing_floor(cc, scratch, args):
@@ -95,9 +122,12 @@ def mixing_floor(cc, scratch, args):
     deploy.export(mixing_alone(cc), paths["mixing"], "litert", batch_size=1)
     deploy.export(empty_model(cc), paths["empty"], "litert", batch_size=1)
     routing = np.full((1, args.experts), 0.5, "float32")
-    mix_time, empty_time = compare(litert_invoker(paths["mixing"], args.threads, routing),
-                                   litert_invoker(paths["empty"], args.threads, routing),
-                                   repeats=args.repeats, min_seconds=args.min_seconds)  # fmt: skip
+    mix_time, empty_time = compare(
+        litert_invoker(paths["mixing"], args.threads, routing),
+        litert_invoker(paths["empty"], args.threads, routing),
+        repeats=args.repeats,
+        min_seconds=args.min_seconds,
+    )
     return mix_time - empty_time, expert_kernel_shapes(cc)[1]
 
 

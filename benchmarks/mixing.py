@@ -37,8 +37,10 @@ class MixingAlone(keras.layers.Layer):
     def call(self, routing_weights):
         # One element of each mixed kernel: the output costs nothing, and graph runtimes run the
         # whole contraction for it (XLA could slice the contraction instead).
-        firsts = [ops.reshape(cond_conv_ops.mix_one(routing_weights, kernel, cond_conv_ops.mix_kernels), (-1,))[:1]
-                  for kernel in self.kernels]  # fmt: skip
+        firsts = [
+            ops.reshape(cond_conv_ops.mix_one(routing_weights, kernel, cond_conv_ops.mix_kernels), (-1,))[:1]
+            for kernel in self.kernels
+        ]
         return ops.concatenate(firsts)[None]
 
 
@@ -72,6 +74,7 @@ def mixing_seconds(model, repeats, min_seconds):
     """Median seconds of ``mixing_alone(model)``'s ``predict_on_batch``, ``empty_model``'s taken off."""
     mixer, empty = mixing_alone(model), empty_model(model)
     routing = np.full((1, mixer.input.shape[-1]), 0.5, "float32")
-    mix_s, empty_s = compare(lambda: mixer.predict_on_batch(routing), lambda: empty.predict_on_batch(routing),
-                             repeats, min_seconds)  # fmt: skip
+    mix_s, empty_s = compare(
+        lambda: mixer.predict_on_batch(routing), lambda: empty.predict_on_batch(routing), repeats, min_seconds
+    )
     return mix_s - empty_s

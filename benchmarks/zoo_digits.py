@@ -20,7 +20,9 @@ from keras_routing.data import load_digit_images
 def train_and_evaluate(model, data, epochs, batch_size, learning_rate, verbose):
     """Adam, ``model.fit`` on the training arrays, accuracy on the held-out ones."""
     (x_train, y_train), (x_test, y_test) = data
-    model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     start = time.perf_counter()
     model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=verbose)
     seconds = time.perf_counter() - start
@@ -32,7 +34,12 @@ def train(name, kwargs, train_config, data):
     keras.utils.set_random_seed(train_config["seed"])
     model = zoo.get(name, input_shape=data[0][0].shape[1:], classes=10, **kwargs)
     result = train_and_evaluate(
-        model, data, train_config["epochs"], train_config["batch_size"], train_config["learning_rate"], verbose=2
+        model,
+        data,
+        train_config["epochs"],
+        train_config["batch_size"],
+        train_config["learning_rate"],
+        verbose=2,
     )
     return result["accuracy"], result["seconds"], result["params"]
 

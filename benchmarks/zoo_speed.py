@@ -42,7 +42,9 @@ def main():
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
-    print(f"backend: {keras.backend.backend()}, cores: {os.cpu_count()}, width {args.width}, {args.experts} experts")
+    print(
+        f"backend: {keras.backend.backend()}, cores: {os.cpu_count()}, width {args.width}, {args.experts} experts"
+    )
     rows = []
     for phase, size, batch in (("train", args.train_size, 32), ("infer", args.infer_size, 1)):
         if phase not in args.phases.split(","):
@@ -54,12 +56,24 @@ def main():
         x = rng.uniform(-1, 1, (batch, *shape)).astype("float32")
         y = rng.integers(0, 1000, (batch,))
         if phase == "train":
-            timed = compare(lambda: cond.train_on_batch(x, y), lambda: plain.train_on_batch(x, y),
-                            args.repeats, args.min_seconds)  # fmt: skip
+            timed = compare(
+                lambda: cond.train_on_batch(x, y),
+                lambda: plain.train_on_batch(x, y),
+                args.repeats,
+                args.min_seconds,
+            )
         else:
-            timed = compare(lambda: cond.predict_on_batch(x), lambda: plain.predict_on_batch(x),
-                            args.repeats, args.min_seconds)  # fmt: skip
-            floor = (mixing_seconds(cond, args.repeats, args.min_seconds), timed[1], expert_kernel_shapes(cond)[1])
+            timed = compare(
+                lambda: cond.predict_on_batch(x),
+                lambda: plain.predict_on_batch(x),
+                args.repeats,
+                args.min_seconds,
+            )
+            floor = (
+                mixing_seconds(cond, args.repeats, args.min_seconds),
+                timed[1],
+                expert_kernel_shapes(cond)[1],
+            )
         rows.append((phase, size, batch, timed, madds))
         del plain, cond
         keras.backend.clear_session()
@@ -69,13 +83,17 @@ def main():
         target = TRAIN_TARGET if phase == "train" else INFER_TARGET
         ratio = cond_s / plain_s
         verdict = "ok" if ratio <= target else "over"
-        print(f"| {phase} | {size}x{size} | {batch} | {plain_s * 1e3:.1f} | {cond_s * 1e3:.1f} | "
-              f"{ratio:.2f}x ({verdict} <= {target}) | {madds:.2f} |")  # fmt: skip
+        print(
+            f"| {phase} | {size}x{size} | {batch} | {plain_s * 1e3:.1f} | {cond_s * 1e3:.1f} | "
+            f"{ratio:.2f}x ({verdict} <= {target}) | {madds:.2f} |"
+        )
     if "infer" in args.phases.split(","):
         mix_s, plain_s, megabytes = floor
-        print(f"batch-1 mixing alone (benchmarks/mixing.py): {mix_s * 1e3:.2f} ms for {megabytes:.1f} MB of "
-              f"experts ({megabytes / 1e3 / mix_s:.1f} GB/s); its share of the inference "
-              f"ratio, 1 + mixing / plain = {1 + mix_s / plain_s:.2f}")  # fmt: skip
+        print(
+            f"batch-1 mixing alone (benchmarks/mixing.py): {mix_s * 1e3:.2f} ms for {megabytes:.1f} MB of "
+            f"experts ({megabytes / 1e3 / mix_s:.1f} GB/s); its share of the inference "
+            f"ratio, 1 + mixing / plain = {1 + mix_s / plain_s:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,11 @@ import sys
 
 __version__ = "0.1.0"
 _SUBMODULES = ("analysis", "data", "layers", "training", "zoo")
-_FUNCTIONS = {"profile": "keras_routing.profiler", "Profile": "keras_routing.profiler", "export": "keras_routing.deploy"}
+_FUNCTIONS = {
+    "profile": "keras_routing.profiler",
+    "Profile": "keras_routing.profiler",
+    "export": "keras_routing.deploy",
+}
 __all__ = ["Profile", "export", "profile", *_SUBMODULES, "__version__"]
 
 

@@ -58,8 +58,12 @@ def routing_weights(model, dataset, max_batches=None):
 
 
 def _class_means(weights, labels, classes):
-    return np.stack([weights[labels == c].mean(axis=0) if (labels == c).any() else np.full(weights.shape[1], np.nan)
-                     for c in classes])  # fmt: skip
+    return np.stack(
+        [
+            weights[labels == c].mean(axis=0) if (labels == c).any() else np.full(weights.shape[1], np.nan)
+            for c in classes
+        ]
+    )
 
 
 def _pyplot():
@@ -141,7 +145,9 @@ def write_routing_plots(model, dataset, directory, class_names=None, max_batches
     weights, labels = routing_weights(model, dataset, max_batches)
     directory = pathlib.Path(directory)
     return {
-        "routing_by_class": plot_routing_by_class(weights, labels, directory / "routing_by_class.png", class_names),
+        "routing_by_class": plot_routing_by_class(
+            weights, labels, directory / "routing_by_class.png", class_names
+        ),
         "top_classes_per_expert": plot_top_classes_per_expert(
             weights, labels, directory / "top_classes_per_expert.png", class_names=class_names
         ),

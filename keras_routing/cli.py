@@ -34,9 +34,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser():
-    parser = _Parser(prog="keras-routing", description="Conditional-computation models for Keras 3: train, "
-                     "evaluate, export, profile.")  # fmt: skip
-    parser.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
+    parser = _Parser(
+        prog="keras-routing",
+        description="Conditional-computation models for Keras 3: train, evaluate, export, profile.",
+    )
+    parser.add_argument(
+        "--backend", choices=BACKENDS, help="Keras backend (default: $KERAS_BACKEND or tensorflow)"
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="train a zoo model (or a recipe) with model.fit")
@@ -53,9 +57,15 @@ def _parser():
     train.add_argument("--schedule", choices=("constant", "cosine"))
     train.add_argument("--seed", type=int)
     train.add_argument("--take", type=int, help="train on the first N examples only")
-    train.add_argument("--baseline", help="also train this zoo model (e.g. mobilenet_v1) and compare; 'none' = skip")
-    train.add_argument("--export", nargs="*", choices=TRAIN_EXPORTS,
-                       help="formats to export the trained model to (LiteRT at batch 1, for phones)")  # fmt: skip
+    train.add_argument(
+        "--baseline", help="also train this zoo model (e.g. mobilenet_v1) and compare; 'none' = skip"
+    )
+    train.add_argument(
+        "--export",
+        nargs="*",
+        choices=TRAIN_EXPORTS,
+        help="formats to export the trained model to (LiteRT at batch 1, for phones)",
+    )
     train.add_argument("--distribution", choices=("none", "data_parallel"), default="none")
     train.add_argument("--backup-every", type=int, default=50, help="steps between backups (resumption)")
     train.add_argument("--output", type=pathlib.Path, help="output directory (default outputs/<model>)")
@@ -70,10 +80,16 @@ def _parser():
     export = commands.add_parser("export", help="export a saved .keras model for deployment")
     export.add_argument("model", type=pathlib.Path, help="a .keras file")
     export.add_argument("--format", choices=EXPORT_FORMATS, default="saved_model")
-    export.add_argument("--quantize", choices=("dynamic", "int8"), help="LiteRT only: int8 weights, or weights "
-                        "and activations (needs --representative)")  # fmt: skip
-    export.add_argument("--representative", help="int8 calibration images: a .npy file of model inputs, or a "
-                        "TFDS dataset name (its train split, with the zoo's preprocessing)")  # fmt: skip
+    export.add_argument(
+        "--quantize",
+        choices=("dynamic", "int8"),
+        help="LiteRT only: int8 weights, or weights and activations (needs --representative)",
+    )
+    export.add_argument(
+        "--representative",
+        help="int8 calibration images: a .npy file of model inputs, or a "
+        "TFDS dataset name (its train split, with the zoo's preprocessing)",
+    )
     export.add_argument("--image-size", type=int, help="with a TFDS --representative: the model's input size")
     export.add_argument("--batch-size", type=int, help="the exported batch size (default: any; 1 for phones)")
     export.add_argument("--data-dir", help="TFDS data directory")
@@ -104,8 +120,10 @@ def _select_backend(backend):
         import keras
 
         if keras.backend.backend() != backend:
-            raise UsageError(f"Keras is already running on {keras.backend.backend()!r}; --backend {backend} "
-                             "needs a new process.")  # fmt: skip
+            raise UsageError(
+                f"Keras is already running on {keras.backend.backend()!r}; --backend {backend} "
+                "needs a new process."
+            )
     os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

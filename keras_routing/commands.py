@@ -30,14 +30,17 @@ console = Console(soft_wrap=True)  # paths stay whole, to copy and paste
 
 def _check_model_name(name):
     if name not in zoo.list_models():
-        raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(zoo.list_models())} (or a recipe .toml)")
+        raise UsageError(
+            f"unknown model {name!r}; choose one of: {', '.join(zoo.list_models())} (or a recipe .toml)"
+        )
 
 
 def _check_dataset(name):
     # keras_routing.data, imported above, has registered embedded_digits with TFDS.
     if name.split("/")[0].split(":")[0] not in tfds.list_builders():
-        raise UsageError(f"unknown dataset {name!r}; use a TFDS name (e.g. embedded_digits, mnist, cifar10, "
-                         "imagenet2012)")  # fmt: skip
+        raise UsageError(
+            f"unknown dataset {name!r}; use a TFDS name (e.g. embedded_digits, mnist, cifar10, imagenet2012)"
+        )
 
 
 def _config(args):
@@ -71,8 +74,11 @@ def _config(args):
     }
     config = recipes.resolve(recipe, overrides, origin=path)  # checks every value, the options' too
     # The recipe's recorded seeds describe its own settings: any option but these changes them.
-    same_settings = all(value is None for (_, key), value in overrides.items()
-                        if key not in ("seed", "backup_every", "data_dir"))  # fmt: skip
+    same_settings = all(
+        value is None
+        for (_, key), value in overrides.items()
+        if key not in ("seed", "backup_every", "data_dir")
+    )
     spread = SeedSpread.from_recipe(recipe.get("measured", {})) if same_settings else None
     if config["data"]["augment"] == "none":
         config["data"]["augment"] = None
@@ -105,14 +111,17 @@ def train(args):
         _check_model_name(baseline)
         base_config = {**config, "model": {**config["model"], "name": baseline}}  # same width, dropout, ...
         console.rule(f"baseline: {baseline}")
-        runs[baseline] = experiment.run(base_config, output / "baseline", verbose, scope, plots=False,
-                                        baseline=True)[0]  # fmt: skip
+        runs[baseline] = experiment.run(
+            base_config, output / "baseline", verbose, scope, plots=False, baseline=True
+        )[0]
     console.rule(f"{name} on {config['data']['dataset']} ({keras.backend.backend()})")
     results, model = experiment.run(config, output, verbose, scope, plots=not args.no_plots)
     runs[name] = results
     exports = {}
     if args.export:
-        console.print(f"exporting {name} as {', '.join(args.export)} (LiteRT models evaluated in the interpreter) ...")
+        console.print(
+            f"exporting {name} as {', '.join(args.export)} (LiteRT models evaluated in the interpreter) ..."
+        )
         with _native_output_silenced():
             exports = _export_trained(model, args.export, config, output)
     _print_summary(runs, exports, output, spread if len(runs) == 2 and args.baseline is None else None)
@@ -154,11 +163,22 @@ def _export_trained(model, formats, config, output):
             continue
         calibration = None
         if fmt == "litert_int8":
-            calibration = _calibration_images(data["dataset"], data["train_split"], data["image_size"],
-                                              zoo.preprocessing(config["model"]["name"]), data.get("data_dir"))  # fmt: skip
+            calibration = _calibration_images(
+                data["dataset"],
+                data["train_split"],
+                data["image_size"],
+                zoo.preprocessing(config["model"]["name"]),
+                data.get("data_dir"),
+            )
         path = output / ("model_int8.tflite" if calibration is not None else "model.tflite")
-        export_model(model, path, format="litert", batch_size=1, quantize="int8" if calibration is not None else None,
-                     representative_dataset=calibration)  # fmt: skip
+        export_model(
+            model,
+            path,
+            format="litert",
+            batch_size=1,
+            quantize="int8" if calibration is not None else None,
+            representative_dataset=calibration,
+        )
         if evaluation is None:
             _, evaluation, *_ = experiment.datasets(config)
         accuracy, _ = _accuracy(litert_predictor(path), evaluation)
@@ -178,8 +198,16 @@ def _accuracy(predict, batches):
 
 def _calibration_images(dataset, split, image_size, preprocessing, data_dir):
     """The first examples of a TFDS split, preprocessed as the model takes them, for int8."""
-    return image_classification(dataset, split, image_size, 32, preprocessing=preprocessing, data_dir=data_dir,
-                                shuffle=False, take=CALIBRATION_EXAMPLES)  # fmt: skip
+    return image_classification(
+        dataset,
+        split,
+        image_size,
+        32,
+        preprocessing=preprocessing,
+        data_dir=data_dir,
+        shuffle=False,
+        take=CALIBRATION_EXAMPLES,
+    )
 
 
 def _preprocessing_of(model):
@@ -198,29 +226,42 @@ def _print_summary(runs, exports, output, spread=None):
     for column in columns:
         table.add_column(column, justify="right", no_wrap=column == "recipe's seeds")
     for index, (name, r) in enumerate(runs.items()):
-        row = [name, f"{r['params'] / 1e6:.2f}M", f"{r['madds'] / 1e6:.2f}M", f"{r['accuracy']:.2%}",
-               f"{r['train_seconds']:.1f} s"]  # fmt: skip
+        row = [
+            name,
+            f"{r['params'] / 1e6:.2f}M",
+            f"{r['madds'] / 1e6:.2f}M",
+            f"{r['accuracy']:.2%}",
+            f"{r['train_seconds']:.1f} s",
+        ]
         if spread is not None:
             row.insert(4, spread.summary(spread.condconv if index == len(runs) - 1 else spread.baseline))
         table.add_row(*row)
     console.print(table)
     if spread is not None:
         base, cond = runs
-        console.print(f"recipe's seeds {', '.join(map(str, spread.seeds))}: {base} {spread.span(spread.baseline)}, "
-                      f"{cond} {spread.span(spread.condconv)}")  # fmt: skip
+        console.print(
+            f"recipe's seeds {', '.join(map(str, spread.seeds))}: {base} {spread.span(spread.baseline)}, "
+            f"{cond} {spread.span(spread.condconv)}"
+        )
         console.print(spread.verdict())
     if len(runs) == 2:
         base, cond = runs.values()
-        console.print(f"training-time ratio {cond['model']} / {base['model']}: "
-                      f"{cond['train_seconds'] / base['train_seconds']:.2f}x")  # fmt: skip
+        console.print(
+            f"training-time ratio {cond['model']} / {base['model']}: "
+            f"{cond['train_seconds'] / base['train_seconds']:.2f}x"
+        )
     last = list(runs.values())[-1]
     console.print(f"model:        {last['model_path']}")
     console.print(f"best:         {(output / 'checkpoints' / 'best.keras').resolve()}")
-    console.print(f"logs:         {(output / 'history.csv').resolve()}, TensorBoard {(output / 'logs').resolve()}")
+    console.print(
+        f"logs:         {(output / 'history.csv').resolve()}, TensorBoard {(output / 'logs').resolve()}"
+    )
     for plot, path in last["plots"].items():
         console.print(f"plot:         {path}")
     for fmt, export in exports.items():
-        accuracy = f" (accuracy {export['accuracy']:.2%} in the LiteRT interpreter)" if "accuracy" in export else ""
+        accuracy = (
+            f" (accuracy {export['accuracy']:.2%} in the LiteRT interpreter)" if "accuracy" in export else ""
+        )
         console.print(f"export ({fmt}): {export['path']}{accuracy}")
     console.print(f"summary:      {(output / 'summary.json').resolve()}")
 
@@ -236,7 +277,9 @@ def _load(path):
     if not path.is_file():
         raise UsageError(f"no model file {path}")
     if not zipfile.is_zipfile(path):  # Keras would say "File not found"
-        raise UsageError(f"{path} is not a readable .keras model: it is not a zip archive (what model.save writes)")
+        raise UsageError(
+            f"{path} is not a readable .keras model: it is not a zip archive (what model.save writes)"
+        )
     try:
         return keras.saving.load_model(path)
     except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile) as error:
@@ -247,18 +290,32 @@ def _load(path):
 def evaluate(args):
     _check_options(args, "batch_size", "image_size")
     model = _load(args.model)
-    dataset, split, batch_size = args.dataset or "embedded_digits", args.split or "test", args.batch_size or 64
+    dataset, split, batch_size = (
+        args.dataset or "embedded_digits",
+        args.split or "test",
+        args.batch_size or 64,
+    )
     _check_dataset(dataset)
     size = args.image_size or model.input_shape[1]
-    data = image_classification(dataset, split, size, batch_size, shuffle=False, preprocessing=_preprocessing_of(model),
-                                data_dir=args.data_dir)  # fmt: skip
+    data = image_classification(
+        dataset,
+        split,
+        size,
+        batch_size,
+        shuffle=False,
+        preprocessing=_preprocessing_of(model),
+        data_dir=args.data_dir,
+    )
     batches = -(-num_examples(dataset, split, args.data_dir) // batch_size)
     start = time.perf_counter()
-    progress = track(data, description=f"evaluating on {dataset} {split}", total=batches, console=console,
-                     transient=True)  # fmt: skip
+    progress = track(
+        data, description=f"evaluating on {dataset} {split}", total=batches, console=console, transient=True
+    )
     accuracy, examples = _accuracy(model.predict_on_batch, progress)
-    console.print(f"{args.model}: accuracy {accuracy:.2%} on {dataset} {split} "
-                  f"({examples:,} examples, {time.perf_counter() - start:.1f} s)")  # fmt: skip
+    console.print(
+        f"{args.model}: accuracy {accuracy:.2%} on {dataset} {split} "
+        f"({examples:,} examples, {time.perf_counter() - start:.1f} s)"
+    )
     return 0
 
 
@@ -269,8 +326,14 @@ def export(args):
     default = args.model.stem + ("_int8" if args.quantize == "int8" else "") + suffix
     output = args.output or args.model.with_name(default)
     calibration = None if args.representative is None else _representative(args, model)
-    path = export_model(model, output, format=args.format, quantize=args.quantize,
-                        representative_dataset=calibration, batch_size=args.batch_size)  # fmt: skip
+    path = export_model(
+        model,
+        output,
+        format=args.format,
+        quantize=args.quantize,
+        representative_dataset=calibration,
+        batch_size=args.batch_size,
+    )
     console.print(f"exported {args.model} as {args.format}: {path.resolve()}")
     return 0
 
@@ -283,7 +346,9 @@ def _representative(args, model):
         return np.load(args.representative)
     _check_dataset(args.representative)
     image_size = args.image_size or model.input_shape[1]
-    return _calibration_images(args.representative, "train", image_size, _preprocessing_of(model), args.data_dir)
+    return _calibration_images(
+        args.representative, "train", image_size, _preprocessing_of(model), args.data_dir
+    )
 
 
 def profile(args):

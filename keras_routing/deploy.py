@@ -209,8 +209,19 @@ def _export_with_tensorflow(model, path, format, quantize, calibration, batch_si
     with tempfile.TemporaryDirectory() as scratch:
         saved = pathlib.Path(scratch) / "model.keras"
         model.save(saved)
-        command = [sys.executable, "-m", "keras_routing", "--backend", "tensorflow", "export", str(saved),
-                   "--format", format, "--output", str(path)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "keras_routing",
+            "--backend",
+            "tensorflow",
+            "export",
+            str(saved),
+            "--format",
+            format,
+            "--output",
+            str(path),
+        ]
         if quantize is not None:
             command += ["--quantize", quantize]
         if calibration is not None:

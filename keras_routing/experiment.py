@@ -55,9 +55,11 @@ def make_optimizer(train_config, total_steps, steps_per_epoch):
     warmup = int(train_config.get("warmup_epochs", 0) * steps_per_epoch)
     if train_config["schedule"] == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(
-            0.0 if warmup else rate, max(total_steps - warmup, 1), warmup_target=rate if warmup else None,
+            0.0 if warmup else rate,
+            max(total_steps - warmup, 1),
+            warmup_target=rate if warmup else None,
             warmup_steps=warmup,
-        )  # fmt: skip
+        )
     elif train_config["schedule"] != "constant":
         raise ValueError(f"`schedule` must be 'constant' or 'cosine', got {train_config['schedule']!r}.")
     decay = train_config.get("weight_decay") or None
@@ -84,9 +86,16 @@ def datasets(config):
     steps = examples // batch
     if steps < 1:
         raise ValueError(f"The {examples} training examples make no full batch of {batch}.")
-    train_stream = image_classification(name, data["train_split"], augment=data.get("augment"),
-                                        mixup=data.get("mixup", 0.0), epochs=train["epochs"], seed=train["seed"],
-                                        take=data.get("take"), **common)  # fmt: skip
+    train_stream = image_classification(
+        name,
+        data["train_split"],
+        augment=data.get("augment"),
+        mixup=data.get("mixup", 0.0),
+        epochs=train["epochs"],
+        seed=train["seed"],
+        take=data.get("take"),
+        **common,
+    )
     evaluation = image_classification(name, data["eval_split"], shuffle=False, **common)
     label = prepared_builder(name, data.get("data_dir")).info.features["label"]
     return train_stream, evaluation, steps, label.num_classes, list(label.names)
@@ -111,15 +120,28 @@ def run(config, output_dir, verbose=1, scope=None, plots=True, baseline=False):
     callbacks = [
         keras.callbacks.CSVLogger(str(output_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(output_dir / "logs"), write_graph=False),
-        keras.callbacks.ModelCheckpoint(str(output_dir / "checkpoints" / "best.keras"), monitor=f"val_{metric}",
-                                        mode="max", save_best_only=True),  # fmt: skip
+        keras.callbacks.ModelCheckpoint(
+            str(output_dir / "checkpoints" / "best.keras"),
+            monitor=f"val_{metric}",
+            mode="max",
+            save_best_only=True,
+        ),
     ]
     (output_dir / "checkpoints").mkdir(exist_ok=True)
     start = time.perf_counter()
     # log=print: a resumed run says so, --quiet or not.
-    fit_resumable(model, train_stream, epochs=epochs, steps_per_epoch=steps, backup_dir=output_dir / "backup",
-                  backup_every=config["train"].get("backup_every", 50), callbacks=callbacks,
-                  validation_data=evaluation, verbose=verbose, log=print)  # fmt: skip
+    fit_resumable(
+        model,
+        train_stream,
+        epochs=epochs,
+        steps_per_epoch=steps,
+        backup_dir=output_dir / "backup",
+        backup_every=config["train"].get("backup_every", 50),
+        callbacks=callbacks,
+        validation_data=evaluation,
+        verbose=verbose,
+        log=print,
+    )
     seconds = time.perf_counter() - start
     loss_value, accuracy = model.evaluate(evaluation, verbose=0)
     model_path = output_dir / "model.keras"
@@ -141,7 +163,9 @@ def run(config, output_dir, verbose=1, scope=None, plots=True, baseline=False):
     if plots:
         batches = math.ceil(2000 / config["train"]["batch_size"])  # about 2,000 held-out examples
         try:
-            paths = analysis.write_routing_plots(model, evaluation, output_dir / "plots", class_names, batches)
+            paths = analysis.write_routing_plots(
+                model, evaluation, output_dir / "plots", class_names, batches
+            )
             results["plots"] = {k: str(v.resolve()) for k, v in paths.items()}
         except ValueError:
             pass  # a plain model: nothing routed to plot

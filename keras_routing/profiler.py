@@ -27,15 +27,48 @@ from keras_routing.layers import CondConv2D, CondDense, CondDepthwiseConv2D, Rou
 FREE_LAYERS = tuple(
     getattr(keras.layers, name)
     for name in (
-        "InputLayer", "BatchNormalization", "LayerNormalization", "GroupNormalization", "ReLU",
-        "LeakyReLU", "PReLU", "ELU", "Softmax", "Activation", "Add", "Subtract", "Multiply",
-        "Average", "Maximum", "Minimum", "Concatenate", "Dropout", "SpatialDropout2D",
-        "GaussianNoise", "Reshape", "Flatten", "Permute", "RepeatVector", "Identity",
-        "ZeroPadding2D", "Cropping2D", "UpSampling2D", "Resizing", "Rescaling", "Normalization",
-        "CenterCrop", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling1D",
-        "GlobalMaxPooling1D", "MaxPooling2D", "AveragePooling2D", "MaxPooling1D", "AveragePooling1D",
+        "InputLayer",
+        "BatchNormalization",
+        "LayerNormalization",
+        "GroupNormalization",
+        "ReLU",
+        "LeakyReLU",
+        "PReLU",
+        "ELU",
+        "Softmax",
+        "Activation",
+        "Add",
+        "Subtract",
+        "Multiply",
+        "Average",
+        "Maximum",
+        "Minimum",
+        "Concatenate",
+        "Dropout",
+        "SpatialDropout2D",
+        "GaussianNoise",
+        "Reshape",
+        "Flatten",
+        "Permute",
+        "RepeatVector",
+        "Identity",
+        "ZeroPadding2D",
+        "Cropping2D",
+        "UpSampling2D",
+        "Resizing",
+        "Rescaling",
+        "Normalization",
+        "CenterCrop",
+        "GlobalAveragePooling2D",
+        "GlobalMaxPooling2D",
+        "GlobalAveragePooling1D",
+        "GlobalMaxPooling1D",
+        "MaxPooling2D",
+        "AveragePooling2D",
+        "MaxPooling1D",
+        "AveragePooling1D",
     )
-)  # fmt: skip
+)
 
 
 @dataclasses.dataclass
@@ -127,7 +160,9 @@ def layer_madds(layer, input_shapes, output_shape):
     if isinstance(layer, keras.layers.SeparableConv2D):
         depthwise = _prod(output_shape[1:3]) * x[-1] * layer.depth_multiplier * _prod(layer.kernel_size)
         return depthwise + _prod(output_shape[1:]) * x[-1] * layer.depth_multiplier
-    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.DepthwiseConv2D)):
+    if isinstance(
+        layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.DepthwiseConv2D)
+    ):
         return _conv_madds(layer, x, output_shape)
     if isinstance(layer, keras.layers.Dense):
         return _dense_madds(x, layer.units)
@@ -158,7 +193,9 @@ def _walk(model, inputs, rows, uncounted, seen, prefix=""):
             continue
         args, kwargs = node.arguments.fill_in(tensors)
         if isinstance(op, keras.Model):
-            outputs = _walk(op, args[0] if len(args) == 1 else args, rows, uncounted, seen, f"{prefix}{op.name}/")
+            outputs = _walk(
+                op, args[0] if len(args) == 1 else args, rows, uncounted, seen, f"{prefix}{op.name}/"
+            )
         else:
             outputs = op.compute_output_spec(*args, **kwargs)
             input_shapes = [tuple(t.shape) for t in keras.tree.flatten((args, kwargs)) if hasattr(t, "shape")]
@@ -172,7 +209,11 @@ def _walk(model, inputs, rows, uncounted, seen, prefix=""):
             rows.append(LayerCost(name, op.__class__.__name__, output_shape, params, madds))
         for ref, value in zip(node.outputs, keras.tree.flatten(outputs)):
             tensors[id(ref)] = value
-    return [tensors[id(t)] for t in functional.outputs] if len(functional.outputs) > 1 else tensors[id(functional.outputs[0])]
+    return (
+        [tensors[id(t)] for t in functional.outputs]
+        if len(functional.outputs) > 1
+        else tensors[id(functional.outputs[0])]
+    )
 
 
 def profile(model, input_shape=None, **factory_arguments):

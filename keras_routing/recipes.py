@@ -108,8 +108,10 @@ def resolve(recipe, overrides, origin=None):
         if section != "model":  # the model's keys are the factory's arguments, checked there
             unknown = set(given) - set(DEFAULTS[section]) - OPTIONAL[section]
             if unknown:
-                raise ValueError(f"{where} [{section}]: unknown keys {sorted(unknown)}; valid: "
-                                 f"{sorted(set(DEFAULTS[section]) | OPTIONAL[section])}.")  # fmt: skip
+                raise ValueError(
+                    f"{where} [{section}]: unknown keys {sorted(unknown)}; valid: "
+                    f"{sorted(set(DEFAULTS[section]) | OPTIONAL[section])}."
+                )
         for key, value in given.items():
             check(key, value, owner=f"{where} [{section}]")
         merged[section].update(given)

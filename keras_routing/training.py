@@ -186,7 +186,9 @@ def fit_resumable(
     if not in_epoch:
         backup._pending_metrics = None  # the epoch starts afresh (steps_per_epoch was changed)
     if done and log is not None:
-        log(f"Resuming from {backup_dir} at epoch {epoch + 1} of {epochs}, step {in_epoch} of {steps_per_epoch}.")
+        log(
+            f"Resuming from {backup_dir} at epoch {epoch + 1} of {epochs}, step {in_epoch} of {steps_per_epoch}."
+        )
     callbacks = [*callbacks, backup]  # last: its epoch-end backup follows the others' epoch end
     history = keras.callbacks.History()
     history.set_model(model)
@@ -195,8 +197,14 @@ def fit_resumable(
     def run(data, first_epoch, last_epoch, steps):
         if first_epoch >= last_epoch:
             return
-        part = model.fit(data, initial_epoch=first_epoch, epochs=last_epoch, steps_per_epoch=steps,
-                         callbacks=callbacks, **fit_kwargs)  # fmt: skip
+        part = model.fit(
+            data,
+            initial_epoch=first_epoch,
+            epochs=last_epoch,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            **fit_kwargs,
+        )
         history.epoch += part.epoch
         for key, values in part.history.items():
             history.history.setdefault(key, []).extend(values)

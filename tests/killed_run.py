@@ -34,7 +34,15 @@ parser.add_argument("--kill-at", type=int)
 args = parser.parse_args()
 model = build()
 callbacks = [KillAt(args.kill_at)] if args.kill_at else []
-fit_resumable(model, stream(args.data_dir), epochs=EPOCHS, steps_per_epoch=STEPS, backup_dir=args.backup_dir,
-              backup_every=4, callbacks=callbacks, verbose=0)  # fmt: skip
+fit_resumable(
+    model,
+    stream(args.data_dir),
+    epochs=EPOCHS,
+    steps_per_epoch=STEPS,
+    backup_dir=args.backup_dir,
+    backup_every=4,
+    callbacks=callbacks,
+    verbose=0,
+)
 os.makedirs(args.backup_dir, exist_ok=True)  # the backup, and its folder, are gone once training completes
 np.savez(os.path.join(args.backup_dir, "final.npz"), *[keras.ops.convert_to_numpy(w) for w in model.weights])

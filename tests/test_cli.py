@@ -30,10 +30,26 @@ def run(capsys, *argv):
         (["train", "no/such/recipe.toml"], ["no recipe file"]),
         (["evaluate", "missing.keras"], ["no model file"]),
         (["train", "mobilenet_v1", "--experts", "8"], ["takes no argument(s) ['experts']", "width"]),
-        (["train", "mobilenet_v1", "--dataset", "cifar10", "--data-dir", "/nonexistent"], ["tfds build cifar10"]),
+        (
+            ["train", "mobilenet_v1", "--dataset", "cifar10", "--data-dir", "/nonexistent"],
+            ["tfds build cifar10"],
+        ),
         # Values out of range, from an option or a recipe, named as the user wrote them.
-        (["train", "cc_mobilenet_v1", "--batch-size", "0", "--epochs", "1", "--take", "64", "--output", "out"],
-         ["`--batch-size` must be an integer >= 1, got 0"]),  # fmt: skip
+        (
+            [
+                "train",
+                "cc_mobilenet_v1",
+                "--batch-size",
+                "0",
+                "--epochs",
+                "1",
+                "--take",
+                "64",
+                "--output",
+                "out",
+            ],
+            ["`--batch-size` must be an integer >= 1, got 0"],
+        ),
         (["train", "cc_mobilenet_v1", "--learning-rate", "-1"], ["`--learning-rate` must be a number > 0"]),
         (["train", "cc_mobilenet_v1", "--take", "0"], ["`--take` must be an integer >= 1, got 0"]),
         (["train", "cc_mobilenet_v1", "--epochs", "0"], ["`--epochs` must be an integer >= 1, got 0"]),
@@ -44,14 +60,23 @@ def run(capsys, *argv):
         (["train", "cc_mobilenet_v1", "--mixup", "-1"], ["`--mixup` must be a number >= 0"]),
         (["train", "cc_mobilenet_v1", "--image-size", "0"], ["`--image-size`"]),
         (["train", "cc_mobilenet_v1", "--backup-every", "0"], ["`--backup-every`"]),
-        (["train", "zero_batch.toml"], ["Recipe zero_batch.toml [train]: `batch_size` must be an integer >= 1"]),
+        (
+            ["train", "zero_batch.toml"],
+            ["Recipe zero_batch.toml [train]: `batch_size` must be an integer >= 1"],
+        ),
         (["train", "broken.toml"], ["Recipe broken.toml is not valid TOML", "line 4, column 10"]),
         (["evaluate", "missing.keras", "--batch-size", "0"], ["`--batch-size` must be an integer >= 1"]),
         (["export", "missing.keras", "--batch-size", "0"], ["`--batch-size`"]),
         (["profile", "mobilenet_v1", "--classes", "0"], ["`--classes` must be an integer >= 1"]),
-        (["profile", "mobilenet_v1", "--width", "0.01"], ["`width` must leave every layer at least one channel"]),
+        (
+            ["profile", "mobilenet_v1", "--width", "0.01"],
+            ["`width` must leave every layer at least one channel"],
+        ),
         # Files that are not models are not "not found".
-        (["evaluate", "corrupt.keras"], ["corrupt.keras is not a readable .keras model", "not a zip archive"]),
+        (
+            ["evaluate", "corrupt.keras"],
+            ["corrupt.keras is not a readable .keras model", "not a zip archive"],
+        ),
         (["export", "corrupt.keras"], ["corrupt.keras is not a readable .keras model"]),
         (["evaluate", "no_config.keras"], ["no_config.keras is not a readable .keras model", "config.json"]),
     ],
@@ -80,7 +105,9 @@ def test_zoo_list_names_every_model(capsys):
 
 
 def test_profile_counts_the_models_parameters(capsys):
-    status, out, _ = run(capsys, "profile", "mobilenet_v1", "--width", "0.25", "--image-size", "64", "--classes", "10")
+    status, out, _ = run(
+        capsys, "profile", "mobilenet_v1", "--width", "0.25", "--image-size", "64", "--classes", "10"
+    )
     expected = zoo.mobilenet_v1(0.25, input_shape=(64, 64, 3), classes=10).count_params()
     assert status == 0 and f"{expected:,}" in out
 
@@ -93,12 +120,29 @@ def test_train_evaluate_export_from_a_recipe(capsys, tmp_path, digits_dir):
         "[train]\nepochs = 2\nbatch_size = 32\nlearning_rate = 0.003\n"
     )
     output = tmp_path / "run"
-    status, out, err = run(capsys, "train", str(recipe), "--take", "128", "--epochs", "1", "--output", str(output),
-                           "--data-dir", digits_dir, "--quiet", "--export", "saved_model", "litert")  # fmt: skip
+    status, out, err = run(
+        capsys,
+        "train",
+        str(recipe),
+        "--take",
+        "128",
+        "--epochs",
+        "1",
+        "--output",
+        str(output),
+        "--data-dir",
+        digits_dir,
+        "--quiet",
+        "--export",
+        "saved_model",
+        "litert",
+    )
     assert status == 0, err
     results = json.loads((output / "results.json").read_text())
     # The recipe's architecture, the option's epoch count.
-    assert results["params"] == zoo.cc_mobilenet_v1(0.25, 2, input_shape=(32, 32, 3), classes=10).count_params()
+    assert (
+        results["params"] == zoo.cc_mobilenet_v1(0.25, 2, input_shape=(32, 32, 3), classes=10).count_params()
+    )
     assert results["epochs"] == 1 and len((output / "history.csv").read_text().strip().splitlines()) == 2
     for name in ("model.keras", "checkpoints/best.keras", "plots/routing_by_class.png", "summary.json"):
         assert (output / name).is_file(), name
@@ -108,8 +152,11 @@ def test_train_evaluate_export_from_a_recipe(capsys, tmp_path, digits_dir):
     # The reported accuracy is the argmax accuracy of the saved model on the held-out split.
     model = keras.saving.load_model(output / "model.keras")
     data = image_classification("embedded_digits", "test", 32, 500, shuffle=False, data_dir=digits_dir)
-    hits = [np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(np.asarray(x)))).argmax(-1) == np.asarray(y)
-            for x, y in data]  # fmt: skip
+    hits = [
+        np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(np.asarray(x)))).argmax(-1)
+        == np.asarray(y)
+        for x, y in data
+    ]
     assert results["accuracy"] == pytest.approx(np.concatenate(hits).mean(), abs=1e-6)
     status, out, _ = run(capsys, "evaluate", str(output / "model.keras"), "--data-dir", digits_dir)
     assert status == 0 and f"accuracy {results['accuracy']:.2%}" in out
@@ -128,9 +175,24 @@ def test_train_evaluate_export_from_a_recipe(capsys, tmp_path, digits_dir):
     assert litert["accuracy"] == pytest.approx(results["accuracy"], abs=2 / 2000)
 
     # int8 LiteRT calibrated on a TFDS dataset's train split; a bad request is one line, status 2.
-    status, out, err = run(capsys, "export", str(output / "model.keras"), "--format", "litert", "--quantize", "int8",
-                           "--representative", "embedded_digits", "--data-dir", digits_dir, "--batch-size", "1")  # fmt: skip
+    status, out, err = run(
+        capsys,
+        "export",
+        str(output / "model.keras"),
+        "--format",
+        "litert",
+        "--quantize",
+        "int8",
+        "--representative",
+        "embedded_digits",
+        "--data-dir",
+        digits_dir,
+        "--batch-size",
+        "1",
+    )
     assert status == 0, err
     assert (output / "model_int8.tflite").is_file() and str((output / "model_int8.tflite").resolve()) in out
-    status, _, err = run(capsys, "export", str(output / "model.keras"), "--format", "onnx", "--quantize", "dynamic")
+    status, _, err = run(
+        capsys, "export", str(output / "model.keras"), "--format", "onnx", "--quantize", "dynamic"
+    )
     assert status == 2 and "applies to format='litert' only" in err

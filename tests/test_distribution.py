@@ -14,13 +14,16 @@ import keras
 SCRIPT = pathlib.Path(__file__).with_name("distributed_run.py")
 
 
-@pytest.mark.skipif(keras.backend.backend() == "torch", reason="Keras's distribution API does not cover PyTorch")
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch", reason="Keras's distribution API does not cover PyTorch"
+)
 def test_two_virtual_devices_match_one():
     # A fresh process: the virtual devices must be set up before the backend starts.
     root = SCRIPT.parents[1]
     env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=600,
-                            cwd=root)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=600, cwd=root
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["replicas"] == 2

@@ -13,7 +13,9 @@ def test_embedded_digits_are_the_shared_mnist_test_split(shared_data):
     ours = np.concatenate([x_train, x_test])[..., 0].reshape(10000, -1)
     theirs = reference["images"].reshape(10000, -1)
     assert sorted(map(bytes, ours)) == sorted(map(bytes, theirs))
-    np.testing.assert_array_equal(np.bincount(np.concatenate([y_train, y_test])), np.bincount(reference["labels"]))
+    np.testing.assert_array_equal(
+        np.bincount(np.concatenate([y_train, y_test])), np.bincount(reference["labels"])
+    )
 
 
 def test_split_is_shuffled_and_has_every_class():
@@ -41,7 +43,10 @@ def test_digit_images_match_the_tfds_pipeline(digits_dir):
 
     _, (x_test, y_test) = load_digit_images(32)
     batches = image_classification("embedded_digits", "test", 32, 500, shuffle=False, data_dir=digits_dir)
-    images, labels = (np.concatenate(part) for part in zip(*((np.asarray(a), np.asarray(b)) for a, b in batches)))
+    images, labels = (
+        np.concatenate(part) for part in zip(*((np.asarray(a), np.asarray(b)) for a, b in batches))
+    )
+
     # TFDS reads its shards in its own order: match the digits by label, then by their ink per row.
     def ordered(x, y):
         rows = np.round(x[..., 0].sum(axis=2), 2)

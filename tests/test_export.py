@@ -111,7 +111,9 @@ def _digits_net(conditional):
         depthwise = lambda **kw: keras.layers.DepthwiseConv2D(3, **kw)  # noqa: E731
         conv, dense = keras.layers.Conv2D, keras.layers.Dense
     inputs = keras.Input((SIZE, SIZE, 3))
-    x = normalized(keras.layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem")(inputs), "stem")
+    x = normalized(
+        keras.layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem")(inputs), "stem"
+    )
     x = normalized(depthwise(padding="same", use_bias=False, name="dw")(x), "dw")
     x = normalized(conv(64, 1, use_bias=False, name="pw")(x), "pw")
     x = conv(64, 3, strides=2, padding="same", activation="relu", name="conv")(x)
@@ -149,8 +151,9 @@ QUANTIZATION_ALLOWANCE = {"int8": 0.015, "dynamic": 0.01}
 
 @on_tensorflow
 @pytest.mark.parametrize("quantize", ["int8", "dynamic"])
-def test_quantizing_condconv_costs_no_more_than_quantizing_its_plain_twin(quantize, trained_digits_models,
-                                                                        tmp_path, capsys):  # fmt: skip
+def test_quantizing_condconv_costs_no_more_than_quantizing_its_plain_twin(
+    quantize, trained_digits_models, tmp_path, capsys
+):
     """The promise: quantizing a CondConv model (folded experts, static-kernel int8 forms) loses
     no more top-1 agreement with its float model than quantizing its plain twin, the same net
     with plain layers, trained on the same digits.
@@ -168,15 +171,23 @@ def test_quantizing_condconv_costs_no_more_than_quantizing_its_plain_twin(quanti
         float_predictions = to_numpy(model.predict(x_test, batch_size=250, verbose=0)).argmax(-1)
         float_accuracy = (float_predictions == y_test).mean()
         assert float_accuracy > 0.8, f"{name} did not learn; agreement would be meaningless"
-        path = deploy.export(model, tmp_path / f"{name}_{quantize}.tflite", "litert", quantize=quantize,
-                             representative_dataset=calibration, batch_size=None)  # fmt: skip
+        path = deploy.export(
+            model,
+            tmp_path / f"{name}_{quantize}.tflite",
+            "litert",
+            quantize=quantize,
+            representative_dataset=calibration,
+            batch_size=None,
+        )
         assert_builtin_only(deploy.litert_ops(path))
         predictions = deploy.run_litert(path, x_test).argmax(-1)
         agreement[name] = (predictions == float_predictions).mean()
         record(f"{quantize}_agreement_{name}", agreement[name])
         with capsys.disabled():
-            print(f"\n{name} {quantize}: top-1 agreement {agreement[name]:.2%} on {len(y_test)} held-out digits; "
-                  f"accuracy {(predictions == y_test).mean():.2%} vs float {float_accuracy:.2%}")  # fmt: skip
+            print(
+                f"\n{name} {quantize}: top-1 agreement {agreement[name]:.2%} on {len(y_test)} held-out digits; "
+                f"accuracy {(predictions == y_test).mean():.2%} vs float {float_accuracy:.2%}"
+            )
     record(f"{quantize}_agreement_gap", agreement["plain_net"] - agreement["cond_net"])
     assert agreement["cond_net"] >= agreement["plain_net"] - QUANTIZATION_ALLOWANCE[quantize]
 
@@ -188,8 +199,14 @@ def test_export_from_any_backend(digits, tmp_path):
     model = build("cc_mobilenet_v1", train)
     path = deploy.export(model, tmp_path / "model.tflite", "litert", batch_size=1)
     assert_matches(deploy.run_litert(path, images), to_numpy(model(images)))
-    quantized = deploy.export(model, tmp_path / "int8.tflite", "litert", quantize="int8",
-                              representative_dataset=train[:16], batch_size=1)  # fmt: skip
+    quantized = deploy.export(
+        model,
+        tmp_path / "int8.tflite",
+        "litert",
+        quantize="int8",
+        representative_dataset=train[:16],
+        batch_size=1,
+    )
     assert deploy.run_litert(quantized, images).shape == (8, 10)
 
 
@@ -204,10 +221,16 @@ def test_export_from_any_backend(digits, tmp_path):
         (dict(format="litert", batch_size=True), "`batch_size` must be None"),
         (dict(format="onnx"), "An ONNX model is a .onnx file"),
         # Calibration images the model does not take: the shapes, not the converter's complaint.
-        (dict(format="litert", quantize="int8", representative_dataset=np.zeros((4, 28, 28, 1), "float32")),
-         r"examples of shape \(28, 28, 1\), but .* takes inputs of shape \(32, 32, 3\)"),  # fmt: skip
-        (dict(format="litert", quantize="int8", representative_dataset=[np.zeros((2, 32, 32), "float32")]),
-         r"shape \(32, 32\)"),  # fmt: skip
+        (
+            dict(
+                format="litert", quantize="int8", representative_dataset=np.zeros((4, 28, 28, 1), "float32")
+            ),
+            r"examples of shape \(28, 28, 1\), but .* takes inputs of shape \(32, 32, 3\)",
+        ),
+        (
+            dict(format="litert", quantize="int8", representative_dataset=[np.zeros((2, 32, 32), "float32")]),
+            r"shape \(32, 32\)",
+        ),
     ],
 )
 def test_bad_requests(request_, message, tmp_path):
@@ -223,7 +246,9 @@ def test_a_bad_request_found_by_the_tensorflow_process_is_a_value_error(tmp_path
     ValueError it was, not as a RuntimeError with its stderr."""
     import subprocess
 
-    refused = subprocess.CompletedProcess([], 2, "", "some warning\nkeras-routing: error: cc cannot be converted.\n")
+    refused = subprocess.CompletedProcess(
+        [], 2, "", "some warning\nkeras-routing: error: cc cannot be converted.\n"
+    )
     monkeypatch.setattr(deploy.subprocess, "run", lambda *args, **kwargs: refused)
     model = zoo.mobilenet_v1(0.25, input_shape=(SIZE, SIZE, 3), classes=10)
     with pytest.raises(ValueError, match="^cc cannot be converted.$"):

@@ -13,8 +13,9 @@ from tests.reference import to_numpy
 def _model():
     inputs = keras.Input((8, 8, 6))
     r = Routing(3, name="block_routing")(inputs)
-    x = CondDepthwiseConv2D(3, 3, depth_multiplier=2, padding="same", routing=None, use_bias=False,
-                            name="dw")(inputs, routing_weights=r)  # fmt: skip
+    x = CondDepthwiseConv2D(
+        3, 3, depth_multiplier=2, padding="same", routing=None, use_bias=False, name="dw"
+    )(inputs, routing_weights=r)
     x = keras.layers.BatchNormalization(name="dw_bn")(x)
     x = keras.layers.ReLU(6.0)(x)
     x = CondConv2D(5, 1, 3, routing=None, name="pw")(x, routing_weights=r)  # with a bias
@@ -28,11 +29,14 @@ def _model():
     rng = np.random.default_rng(0)
     for layer in model.layers:  # statistics far from the identity, so folding is visible
         if isinstance(layer, keras.layers.BatchNormalization):
-            layer.set_weights([
-                rng.uniform(0.5, 2.0, size=w.shape) if "variance" in w.path or "gamma" in w.path
-                else rng.normal(size=w.shape)
-                for w in layer.weights
-            ])  # fmt: skip
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 2.0, size=w.shape)
+                    if "variance" in w.path or "gamma" in w.path
+                    else rng.normal(size=w.shape)
+                    for w in layer.weights
+                ]
+            )
     return model
 
 

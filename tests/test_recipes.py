@@ -35,6 +35,8 @@ def test_recipe_keys_are_checked(tmp_path):
 
 
 def test_options_override_the_recipe():
-    config = recipes.resolve({"model": {"name": "cc_mobilenet_v1"}, "train": {"epochs": 9}},
-                             {("train", "epochs"): 2, ("train", "seed"): None})  # fmt: skip
+    config = recipes.resolve(
+        {"model": {"name": "cc_mobilenet_v1"}, "train": {"epochs": 9}},
+        {("train", "epochs"): 2, ("train", "seed"): None},
+    )
     assert config["train"]["epochs"] == 2 and config["train"]["seed"] == recipes.DEFAULTS["train"]["seed"]

@@ -48,8 +48,17 @@ def build(metrics=()):
 
 
 def stream(digits_dir):
-    return image_classification("embedded_digits", "train", 28, BATCH, channels=1, epochs=EPOCHS, take=STEPS * BATCH,
-                                data_dir=digits_dir, shuffle_buffer=64)  # fmt: skip
+    return image_classification(
+        "embedded_digits",
+        "train",
+        28,
+        BATCH,
+        channels=1,
+        epochs=EPOCHS,
+        take=STEPS * BATCH,
+        data_dir=digits_dir,
+        shuffle_buffer=64,
+    )
 
 
 def weights(model):
@@ -59,13 +68,28 @@ def weights(model):
 @pytest.mark.parametrize("kill_at", [6, 8])  # mid-epoch (after the backup at step 4), and at an epoch end
 def test_interrupted_run_resumes_to_the_uninterrupted_weights(kill_at, digits_dir, tmp_path):
     reference = build()
-    fit_resumable(reference, stream(digits_dir), epochs=EPOCHS, steps_per_epoch=STEPS,
-                  backup_dir=tmp_path / "ref", backup_every=4, verbose=0)  # fmt: skip
+    fit_resumable(
+        reference,
+        stream(digits_dir),
+        epochs=EPOCHS,
+        steps_per_epoch=STEPS,
+        backup_dir=tmp_path / "ref",
+        backup_every=4,
+        verbose=0,
+    )
 
     model = build()
     with pytest.raises(Interrupt):
-        fit_resumable(model, stream(digits_dir), epochs=EPOCHS, steps_per_epoch=STEPS,
-                      backup_dir=tmp_path / "run", backup_every=4, callbacks=[KillAt(kill_at)], verbose=0)  # fmt: skip
+        fit_resumable(
+            model,
+            stream(digits_dir),
+            epochs=EPOCHS,
+            steps_per_epoch=STEPS,
+            backup_dir=tmp_path / "run",
+            backup_every=4,
+            callbacks=[KillAt(kill_at)],
+            verbose=0,
+        )
     assert (tmp_path / "run" / "state.json").exists()
 
     # A fresh process running the same command (same seed), whose weights the backup replaces.
@@ -73,8 +97,15 @@ def test_interrupted_run_resumes_to_the_uninterrupted_weights(kill_at, digits_di
     rng = np.random.default_rng(1)
     for w in resumed.weights:
         w.assign(rng.normal(size=w.shape).astype(w.dtype))
-    history = fit_resumable(resumed, stream(digits_dir), epochs=EPOCHS, steps_per_epoch=STEPS,
-                            backup_dir=tmp_path / "run", backup_every=4, verbose=0)  # fmt: skip
+    history = fit_resumable(
+        resumed,
+        stream(digits_dir),
+        epochs=EPOCHS,
+        steps_per_epoch=STEPS,
+        backup_dir=tmp_path / "run",
+        backup_every=4,
+        verbose=0,
+    )
     assert int(keras.ops.convert_to_numpy(resumed.optimizer.iterations)) == EPOCHS * STEPS
     assert history.epoch[-1] == EPOCHS - 1
     for ours, theirs in zip(weights(resumed), weights(reference)):
@@ -82,21 +113,30 @@ def test_interrupted_run_resumes_to_the_uninterrupted_weights(kill_at, digits_di
     assert not (tmp_path / "run" / "state.json").exists()  # cleaned up once complete
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="one backend: three fresh processes are slow")
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="one backend: three fresh processes are slow"
+)
 def test_process_killed_mid_epoch_resumes_to_the_uninterrupted_weights(digits_dir, tmp_path):
     """A real SIGKILL at step 6 (the backup is from step 4), then the same command again."""
     script = pathlib.Path(__file__).with_name("killed_run.py")
 
     def run(directory, *extra):
-        return subprocess.run([sys.executable, str(script), str(directory), digits_dir, *extra],
-                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, str(script), str(directory), digits_dir, *extra],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     killed = run(tmp_path / "run", "--kill-at", "6")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == 4
     assert run(tmp_path / "run").returncode == 0
     assert run(tmp_path / "reference").returncode == 0
-    with np.load(tmp_path / "run" / "final.npz") as resumed, np.load(tmp_path / "reference" / "final.npz") as ref:
+    with (
+        np.load(tmp_path / "run" / "final.npz") as resumed,
+        np.load(tmp_path / "reference" / "final.npz") as ref,
+    ):
         assert len(resumed.files) == len(ref.files) > 0
         for name in ref.files:
             np.testing.assert_allclose(resumed[name], ref[name], rtol=1e-5, atol=1e-6)
@@ -112,14 +152,24 @@ def test_resumed_run_says_so_and_logs_each_epoch_whole(digits_dir, tmp_path, cap
     """Killed mid-epoch (step 7, last backup at step 6 of 12): the resumed run says where it
     resumes, and history.csv holds one row per epoch, each over the whole epoch's steps: the
     rows an uninterrupted run writes."""
-    held_out = image_classification("embedded_digits", "test", 28, BATCH, channels=1, take=2 * BATCH,
-                                    data_dir=digits_dir)  # fmt: skip
+    held_out = image_classification(
+        "embedded_digits", "test", 28, BATCH, channels=1, take=2 * BATCH, data_dir=digits_dir
+    )
 
     def fit(model, directory, history, *callbacks, **kwargs):
         csv = keras.callbacks.CSVLogger(str(history), append=True)
-        return fit_resumable(model, stream(digits_dir), epochs=EPOCHS, steps_per_epoch=STEPS, backup_dir=directory,
-                             backup_every=2, callbacks=[*callbacks, csv], validation_data=held_out, verbose=0,
-                             **kwargs)  # fmt: skip
+        return fit_resumable(
+            model,
+            stream(digits_dir),
+            epochs=EPOCHS,
+            steps_per_epoch=STEPS,
+            backup_dir=directory,
+            backup_every=2,
+            callbacks=[*callbacks, csv],
+            validation_data=held_out,
+            verbose=0,
+            **kwargs,
+        )
 
     reference_model = build(["accuracy"])
     fit(reference_model, tmp_path / "ref", tmp_path / "reference.csv")
@@ -140,7 +190,9 @@ def test_resumed_run_says_so_and_logs_each_epoch_whole(digits_dir, tmp_path, cap
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert row[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), (row, expected)
     np.testing.assert_allclose(history.history["loss"], [row["loss"] for row in reference[1:]], rtol=1e-4)
-    for ours, theirs in zip(weights(resumed), weights(reference_model)):  # resumed mid-epoch: the same weights
+    for ours, theirs in zip(
+        weights(resumed), weights(reference_model)
+    ):  # resumed mid-epoch: the same weights
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
@@ -153,7 +205,11 @@ def test_backup_rejects_bad_frequency(tmp_path, every):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [(dict(epochs=0), "`epochs` must be"), (dict(epochs=-1), "`epochs` must be"), (dict(steps_per_epoch=0), "steps")],
+    [
+        (dict(epochs=0), "`epochs` must be"),
+        (dict(epochs=-1), "`epochs` must be"),
+        (dict(steps_per_epoch=0), "steps"),
+    ],
 )
 def test_fit_resumable_rejects_an_empty_run(kwargs, message, tmp_path):
     """The request is at fault, not a backup (there is none)."""

@@ -46,8 +46,14 @@ def _check(name, value, choices):
 
 def _size(image_size):
     pair = (image_size, image_size) if is_integer(image_size) else image_size
-    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(is_integer(s) and s > 0 for s in pair):
-        raise ValueError(f"`image_size` must be an integer >= 1 or a (height, width) pair of them, got {image_size!r}.")
+    if (
+        not isinstance(pair, (tuple, list))
+        or len(pair) != 2
+        or not all(is_integer(s) and s > 0 for s in pair)
+    ):
+        raise ValueError(
+            f"`image_size` must be an integer >= 1 or a (height, width) pair of them, got {image_size!r}."
+        )
     return tuple(int(s) for s in pair)
 
 
@@ -171,7 +177,9 @@ def _augmenter(augment, seed, channels):
         if channels != 3:
             raise ValueError("`augment='randaugment'` needs RGB images (`channels=3`).")
         layers.append(
-            keras_cv.layers.RandAugment(value_range=(0, 255), augmentations_per_image=2, magnitude=0.5, seed=seed)
+            keras_cv.layers.RandAugment(
+                value_range=(0, 255), augmentations_per_image=2, magnitude=0.5, seed=seed
+            )
         )
 
     def apply(images, labels):
@@ -285,12 +293,17 @@ def object_detection(
         objects = {k: v[:count] for k, v in objects.items()}
         keep = tf.logical_not(objects["is_crowd"]) if "is_crowd" in objects else tf.ones([count], bool)
         boxes = keras_cv.bounding_box.convert_format(
-            tf.boolean_mask(objects["bbox"], keep), source="rel_yxyx", target=bounding_box_format, images=image
+            tf.boolean_mask(objects["bbox"], keep),
+            source="rel_yxyx",
+            target=bounding_box_format,
+            images=image,
         )
         classes = tf.cast(tf.boolean_mask(objects["label"], keep), tf.float32)
         return {"images": image, "bounding_boxes": {"boxes": boxes, "classes": classes}}
 
-    resize = keras_cv.layers.Resizing(height, width, pad_to_aspect_ratio=True, bounding_box_format=bounding_box_format)
+    resize = keras_cv.layers.Resizing(
+        height, width, pad_to_aspect_ratio=True, bounding_box_format=bounding_box_format
+    )
 
     def finish(batch):
         batch = resize(batch)

@@ -16,7 +16,11 @@ USER_STRATEGIES = ("auto", "mixture", "grouped", "patches")
 
 def _tuple(value, name, layer):
     pair = (value, value) if is_integer(value) else value
-    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(is_integer(v) and v >= 1 for v in pair):
+    if (
+        not isinstance(pair, (tuple, list))
+        or len(pair) != 2
+        or not all(is_integer(v) and v >= 1 for v in pair)
+    ):
         raise ValueError(f"{layer}: `{name}` must be an integer >= 1 or a pair of them, got {value!r}.")
     return tuple(int(v) for v in pair)
 
@@ -86,9 +90,7 @@ class _CondConvBase(ExpertLayer):
 
     def compute_output_shape(self, inputs_shape, routing_weights_shape=None):
         spatial = [
-            None
-            if size is None
-            else cond_conv_ops.conv_output_size(size, k, s, d, self.padding)
+            None if size is None else cond_conv_ops.conv_output_size(size, k, s, d, self.padding)
             for size, k, s, d in zip(inputs_shape[1:3], self.kernel_size, self.strides, self.dilation_rate)
         ]
         return (inputs_shape[0], *spatial, self.output_channels(inputs_shape[-1]))

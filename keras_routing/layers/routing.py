@@ -65,9 +65,7 @@ class Routing(keras.layers.Layer):
             else None
         )
         self.dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy) if dropout else None
-        self.logits = keras.layers.Dense(
-            num_experts * (per_channel_units or 1), name="logits", **dense_args
-        )
+        self.logits = keras.layers.Dense(num_experts * (per_channel_units or 1), name="logits", **dense_args)
 
     def _features_shape(self, inputs_shape, context_shape=None):
         features = inputs_shape[-1]

@@ -1,9 +1,9 @@
 """Model factories in the style of ``keras.applications``, plain and CondConv, and their registry.
 
-    import keras_routing
-    model = keras_routing.zoo.cc_mobilenet_v1(width=0.5, experts=8)
-    keras_routing.zoo.list_models()
-    keras_routing.zoo.get("cc_resnet50", experts=2)
+import keras_routing
+model = keras_routing.zoo.cc_mobilenet_v1(width=0.5, experts=8)
+keras_routing.zoo.list_models()
+keras_routing.zoo.get("cc_resnet50", experts=2)
 """
 
 from keras_routing.zoo.mobilenet_v1 import cc_mobilenet_v1, mobilenet_v1

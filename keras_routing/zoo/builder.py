@@ -89,7 +89,9 @@ class Builder:
         return self._apply(layer, x, cond)
 
     def batch_norm(self, x, name):
-        return keras.layers.BatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon, name=name)(x)
+        return keras.layers.BatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon, name=name)(
+            x
+        )
 
     def dense_head(self, x, include_top, pooling, classes, activation, dropout, pool_names=(None, None)):
         """Global average pooling, dropout and the (CondConv) classifier ``predictions``; or,

@@ -18,9 +18,20 @@ from keras_routing.zoo.upcycle import upcycle
 
 # (pointwise filters at width 1.0, stride) of the 13 separable blocks.
 BLOCKS = (
-    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
-)  # fmt: skip
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
+)
 NARROWEST = 32  # the first convolution's filters at width 1.0
 CLASSIFIER = 15
 NO_CONDCONV = 16
@@ -104,12 +115,29 @@ def mobilenet_v1(
     ``bn_momentum`` defaults to the CondConv paper's 0.9 (it changes training, not weights).
     """
     check_arguments(
-        width=width, pooling=pooling, classes=classes, dropout=dropout, bn_momentum=bn_momentum, narrowest=NARROWEST
+        width=width,
+        pooling=pooling,
+        classes=classes,
+        dropout=dropout,
+        bn_momentum=bn_momentum,
+        narrowest=NARROWEST,
     )
     return _build(
-        width, None, NO_CONDCONV, (), False, "per_block", include_top, input_shape, pooling,
-        classes, classifier_activation, dropout, bn_momentum, name or f"mobilenet_v1_{width:g}",
-    )  # fmt: skip
+        width,
+        None,
+        NO_CONDCONV,
+        (),
+        False,
+        "per_block",
+        include_top,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        dropout,
+        bn_momentum,
+        name or f"mobilenet_v1_{width:g}",
+    )
 
 
 @register("cc_mobilenet_v1")
@@ -147,7 +175,12 @@ def cc_mobilenet_v1(
             ``.keras``) to start from: see ``keras_routing.zoo.upcycle``.
     """
     check_arguments(
-        width=width, pooling=pooling, classes=classes, dropout=dropout, bn_momentum=bn_momentum, narrowest=NARROWEST
+        width=width,
+        pooling=pooling,
+        classes=classes,
+        dropout=dropout,
+        bn_momentum=bn_momentum,
+        narrowest=NARROWEST,
     )
     check_experts(experts)
     integer(condconv_begin, "condconv_begin", 1, NO_CONDCONV)
@@ -155,10 +188,21 @@ def cc_mobilenet_v1(
     if not condconv_on or set(condconv_on) - set(CONDCONV_ON):
         raise ValueError(f"`condconv_on` must be a non-empty subset of {CONDCONV_ON}, got {condconv_on!r}.")
     model = _build(
-        width, experts, condconv_begin, condconv_on, cond_classifier, routing, include_top,
-        input_shape, pooling, classes, classifier_activation, dropout, bn_momentum,
+        width,
+        experts,
+        condconv_begin,
+        condconv_on,
+        cond_classifier,
+        routing,
+        include_top,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        dropout,
+        bn_momentum,
         name or f"cc_mobilenet_v1_{width:g}_{experts}",
-    )  # fmt: skip
+    )
     if init_from is not None:
         upcycle(model, init_from)
     return model

@@ -14,10 +14,24 @@ from keras_routing.zoo.upcycle import upcycle
 
 # (expansion, output filters at width 1.0, stride) of the 17 inverted residual blocks.
 BLOCKS = (
-    (1, 16, 1), (6, 24, 2), (6, 24, 1), (6, 32, 2), (6, 32, 1), (6, 32, 1), (6, 64, 2),
-    (6, 64, 1), (6, 64, 1), (6, 64, 1), (6, 96, 1), (6, 96, 1), (6, 96, 1), (6, 160, 2),
-    (6, 160, 1), (6, 160, 1), (6, 320, 1),
-)  # fmt: skip
+    (1, 16, 1),
+    (6, 24, 2),
+    (6, 24, 1),
+    (6, 32, 2),
+    (6, 32, 1),
+    (6, 32, 1),
+    (6, 64, 2),
+    (6, 64, 1),
+    (6, 64, 1),
+    (6, 64, 1),
+    (6, 96, 1),
+    (6, 96, 1),
+    (6, 96, 1),
+    (6, 160, 2),
+    (6, 160, 1),
+    (6, 160, 1),
+    (6, 320, 1),
+)
 COND_BLOCKS = 6  # the last 6 blocks are CondConv in CC-MobileNetV2
 
 
@@ -37,8 +51,19 @@ def _correct_pad(height, width):
     return (pad(height), pad(width))
 
 
-def _build(width, experts, routing, include_top, input_shape, pooling, classes, classifier_activation,
-           dropout, bn_momentum, name):  # fmt: skip
+def _build(
+    width,
+    experts,
+    routing,
+    include_top,
+    input_shape,
+    pooling,
+    classes,
+    classifier_activation,
+    dropout,
+    bn_momentum,
+    name,
+):
     builder = Builder(experts, routing, bn_momentum=bn_momentum, bn_epsilon=1e-3)
     inputs = image_input(input_shape)
     x = builder.conv(inputs, make_divisible(32 * width), 3, "Conv1", strides=2)
@@ -97,8 +122,19 @@ def mobilenet_v2(
     ``dropout`` > 0 adds dropout before the classifier (no weights: the layers still match).
     """
     check_arguments(width=width, pooling=pooling, classes=classes, dropout=dropout, bn_momentum=bn_momentum)
-    return _build(width, None, "per_block", include_top, input_shape, pooling, classes,
-                  classifier_activation, dropout, bn_momentum, name or f"mobilenet_v2_{width:g}")  # fmt: skip
+    return _build(
+        width,
+        None,
+        "per_block",
+        include_top,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        dropout,
+        bn_momentum,
+        name or f"mobilenet_v2_{width:g}",
+    )
 
 
 @register("cc_mobilenet_v2")
@@ -122,8 +158,19 @@ def cc_mobilenet_v2(
     """
     check_arguments(width=width, pooling=pooling, classes=classes, dropout=dropout, bn_momentum=bn_momentum)
     check_experts(experts)
-    model = _build(width, experts, routing, include_top, input_shape, pooling, classes,
-                   classifier_activation, dropout, bn_momentum, name or f"cc_mobilenet_v2_{width:g}_{experts}")  # fmt: skip
+    model = _build(
+        width,
+        experts,
+        routing,
+        include_top,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        dropout,
+        bn_momentum,
+        name or f"cc_mobilenet_v2_{width:g}_{experts}",
+    )
     if init_from is not None:
         upcycle(model, init_from)
     return model

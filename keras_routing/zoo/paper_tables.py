@@ -28,7 +28,14 @@ ROWS = [
     ("3", "RN-50", "resnet50", RN50, "25.6", "4093"),
     ("3", "CC-RN-50 2", "cc_resnet50", dict(experts=2, **RN50), "42.6", "4127"),
     ("3", "CC-RN-50 8", "cc_resnet50", dict(experts=8, **RN50), "130.2", "4213"),
-    ("3", "CC-RN-50 8, plain shortcut", "cc_resnet50", dict(experts=8, condconv_shortcut=False, **RN50), "130.2", "4213"),
+    (
+        "3",
+        "CC-RN-50 8, plain shortcut",
+        "cc_resnet50",
+        dict(experts=8, condconv_shortcut=False, **RN50),
+        "130.2",
+        "4213",
+    ),
     ("5", "Depth + Point", "cc_mobilenet_v1", MV1, "14.6", "55.7"),
     ("5", "Pointwise", "cc_mobilenet_v1", dict(condconv_on="pointwise", **MV1), "14.3", "55.3"),
     ("5", "Depthwise", "cc_mobilenet_v1", dict(condconv_on="depthwise", **MV1), "8.8", "49.7"),
@@ -79,7 +86,10 @@ def main():
         ours_p, ours_m = report.params / 1e6, report.madds / 1e6
         flag_p = "" if matches(ours_p, params) else f" ({ours_p / float(params) - 1:+.1%})"
         flag_m = "" if matches(ours_m, madds) else f" ({ours_m / float(madds) - 1:+.1%})"
-        print(f"| {table} | {row} | {params} | {ours_p:.2f}{flag_p} | {madds} | {ours_m:.1f}{flag_m} |", flush=True)
+        print(
+            f"| {table} | {row} | {params} | {ours_p:.2f}{flag_p} | {madds} | {ours_m:.1f}{flag_m} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

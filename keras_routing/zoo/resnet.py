@@ -22,8 +22,9 @@ def _block(builder, x, filters, stride, shortcut_conv, name, cond, cond_shortcut
     conv = dict(use_bias=True, padding="same")
     shortcut = x
     if shortcut_conv:
-        shortcut = builder.conv(x, 4 * filters, 1, f"{name}_0_conv", cond=cond and cond_shortcut,
-                                strides=stride, **conv)  # fmt: skip
+        shortcut = builder.conv(
+            x, 4 * filters, 1, f"{name}_0_conv", cond=cond and cond_shortcut, strides=stride, **conv
+        )
         shortcut = builder.batch_norm(shortcut, f"{name}_0_bn")
     first, second = (stride, 1) if stride_on == "1x1" else (1, stride)
     x = builder.conv(x, filters, 1, f"{name}_1_conv", cond=cond, strides=first, **conv)
@@ -38,8 +39,21 @@ def _block(builder, x, filters, stride, shortcut_conv, name, cond, cond_shortcut
     return keras.layers.Activation("relu", name=f"{name}_out")(x)
 
 
-def _build(experts, cond_blocks, cond_shortcut, stride_on, routing, include_top, input_shape, pooling,
-           classes, classifier_activation, dropout, bn_momentum, name):  # fmt: skip
+def _build(
+    experts,
+    cond_blocks,
+    cond_shortcut,
+    stride_on,
+    routing,
+    include_top,
+    input_shape,
+    pooling,
+    classes,
+    classifier_activation,
+    dropout,
+    bn_momentum,
+    name,
+):
     if stride_on not in STRIDE_ON:
         raise ValueError(f"`stride_on` must be one of {STRIDE_ON}, got {stride_on!r}.")
     builder = Builder(experts, routing, bn_momentum=bn_momentum, bn_epsilon=1.001e-5)
@@ -57,8 +71,17 @@ def _build(experts, cond_blocks, cond_shortcut, stride_on, routing, include_top,
         for block in range(1, blocks + 1):
             index += 1
             cond = bool(experts) and index > total - cond_blocks
-            x = _block(builder, x, filters, stride if block == 1 else 1, block == 1,
-                       f"conv{stage}_block{block}", cond, cond_shortcut, stride_on)  # fmt: skip
+            x = _block(
+                builder,
+                x,
+                filters,
+                stride if block == 1 else 1,
+                block == 1,
+                f"conv{stage}_block{block}",
+                cond,
+                cond_shortcut,
+                stride_on,
+            )
 
     x = builder.dense_head(
         x, include_top, pooling, classes, classifier_activation, dropout, pool_names=("avg_pool", "max_pool")
@@ -86,8 +109,21 @@ def resnet50(
     Inputs are preprocessed as ``keras.applications.resnet50.preprocess_input`` does.
     """
     check_arguments(pooling=pooling, classes=classes, dropout=dropout, bn_momentum=bn_momentum)
-    return _build(None, 0, False, stride_on, "per_block", include_top, input_shape, pooling, classes,
-                  classifier_activation, dropout, bn_momentum, name or "resnet50")  # fmt: skip
+    return _build(
+        None,
+        0,
+        False,
+        stride_on,
+        "per_block",
+        include_top,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        dropout,
+        bn_momentum,
+        name or "resnet50",
+    )
 
 
 @register("cc_resnet50", preprocessing="caffe")
@@ -114,8 +150,21 @@ def cc_resnet50(
     """
     check_arguments(pooling=pooling, classes=classes, dropout=dropout, bn_momentum=bn_momentum)
     check_experts(experts)
-    model = _build(experts, 3, condconv_shortcut, stride_on, routing, include_top, input_shape, pooling,
-                   classes, classifier_activation, dropout, bn_momentum, name or f"cc_resnet50_{experts}")  # fmt: skip
+    model = _build(
+        experts,
+        3,
+        condconv_shortcut,
+        stride_on,
+        routing,
+        include_top,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        dropout,
+        bn_momentum,
+        name or f"cc_resnet50_{experts}",
+    )
     if init_from is not None:
         upcycle(model, init_from)
     return model

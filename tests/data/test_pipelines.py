@@ -56,8 +56,12 @@ def test_embedded_digits_load_through_tfds_offline(digits_dir):
 
 def test_digits_pipeline_grey_and_rgb(digits_dir):
     common = dict(split="test", batch_size=500, data_dir=digits_dir, shuffle=False)
-    grey = batches(image_classification("embedded_digits", image_size=28, channels=1, preprocessing="raw", **common))
-    rgb = batches(image_classification("embedded_digits", image_size=28, channels=3, preprocessing="unit", **common))
+    grey = batches(
+        image_classification("embedded_digits", image_size=28, channels=1, preprocessing="raw", **common)
+    )
+    rgb = batches(
+        image_classification("embedded_digits", image_size=28, channels=3, preprocessing="unit", **common)
+    )
     assert [x.shape for x, _ in grey] == [(500, 28, 28, 1)] * 4
     np.testing.assert_allclose(rgb[0][0], np.repeat(grey[0][0], 3, axis=-1) / 255.0, atol=1e-6)
     np.testing.assert_array_equal(rgb[0][1], grey[0][1])
@@ -66,7 +70,15 @@ def test_digits_pipeline_grey_and_rgb(digits_dir):
 def test_each_epoch_is_a_seeded_permutation(digits_dir):
     def order(seed):
         ds = image_classification(
-            "embedded_digits", "train", 28, 100, epochs=2, seed=seed, take=300, data_dir=digits_dir, preprocessing="raw"
+            "embedded_digits",
+            "train",
+            28,
+            100,
+            epochs=2,
+            seed=seed,
+            take=300,
+            data_dir=digits_dir,
+            preprocessing="raw",
         )
         return np.concatenate([x.reshape(len(x), -1).sum(axis=1) for x, _ in batches(ds)])
 
@@ -88,8 +100,11 @@ def test_mixup_gives_convex_label_mixtures(digits_dir):
 
 def test_randaugment_through_kerascv(digits_dir):
     plain, augmented = (
-        batches(image_classification("embedded_digits", "train", 32, 32, augment=a, take=64, data_dir=digits_dir,
-                                      shuffle=False))  # fmt: skip
+        batches(
+            image_classification(
+                "embedded_digits", "train", 32, 32, augment=a, take=64, data_dir=digits_dir, shuffle=False
+            )
+        )
         for a in (None, "randaugment")
     )
     assert augmented[0][0].shape == (32, 32, 32, 3)
@@ -134,7 +149,9 @@ def test_fit_consumes_the_pipeline(digits_dir):
 
 def test_coco_detection_batches_in_kerascv_format():
     with tfds.testing.mock_data(num_examples=6):
-        batch = next(iter(object_detection("coco/2017", "validation", image_size=64, batch_size=3, max_boxes=20)))
+        batch = next(
+            iter(object_detection("coco/2017", "validation", image_size=64, batch_size=3, max_boxes=20))
+        )
     images, boxes = np.asarray(batch["images"]), batch["bounding_boxes"]
     classes, coords = np.asarray(boxes["classes"]), np.asarray(boxes["boxes"])
     assert images.shape == (3, 64, 64, 3) and -1.0 <= images.min() and images.max() <= 1.0
@@ -142,7 +159,9 @@ def test_coco_detection_batches_in_kerascv_format():
     real = classes >= 0
     assert real.any() and (classes[~real] == -1).all()  # padding
     assert (coords[real] >= -1e-3).all() and (coords[real] <= 64 + 1e-3).all()  # pixels, xyxy
-    assert (coords[real][:, 2] >= coords[real][:, 0]).all() and (coords[real][:, 3] >= coords[real][:, 1]).all()
+    assert (coords[real][:, 2] >= coords[real][:, 0]).all() and (
+        coords[real][:, 3] >= coords[real][:, 1]
+    ).all()
     assert (classes[real] < 80).all()
 
 

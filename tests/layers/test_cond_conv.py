@@ -29,7 +29,9 @@ def _data(batch, depthwise, per_channel=False, experts=3, channels=4, filters=5,
     rng = np.random.default_rng(batch)
     x = rng.normal(size=(batch, 9, 8, channels)).astype("float32")
     out = channels * multiplier if depthwise else filters
-    kernel = rng.normal(size=(experts, 3, 3, channels, multiplier if depthwise else filters)).astype("float32")
+    kernel = rng.normal(size=(experts, 3, 3, channels, multiplier if depthwise else filters)).astype(
+        "float32"
+    )
     bias = rng.normal(size=(experts, out)).astype("float32")
     r = rng.uniform(size=(batch, experts, out) if per_channel else (batch, experts)).astype("float32")
     return x, kernel, bias, r
@@ -62,7 +64,9 @@ def test_forward_equals_literal_mixture(depthwise, strides, padding, dilation, s
     layer = _layer(depthwise, strategy, strides, padding, dilation)
     _set_weights(layer, x, kernel, bias, r)
     expected = literal_condconv(x, kernel, bias, r, strides, padding, dilation, depthwise)
-    np.testing.assert_allclose(to_numpy(layer(x, routing_weights=r)), to_numpy(expected), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        to_numpy(layer(x, routing_weights=r)), to_numpy(expected), rtol=1e-4, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("depthwise", [False, True], ids=["conv", "depthwise"])
@@ -72,7 +76,9 @@ def test_per_channel_routing_equals_literal_mixture(depthwise, strategy):
     layer = _layer(depthwise, strategy, 1, "same", 1)
     _set_weights(layer, x, kernel, bias, r)
     expected = literal_condconv(x, kernel, bias, r, 1, "same", 1, depthwise)
-    np.testing.assert_allclose(to_numpy(layer(x, routing_weights=r)), to_numpy(expected), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        to_numpy(layer(x, routing_weights=r)), to_numpy(expected), rtol=1e-4, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
@@ -86,7 +92,9 @@ def test_int8_export_forms_equal_literal_mixture(depthwise, strides, padding, di
     x, kernel, _, r = _data(3, depthwise, per_channel=per_channel)
     compute = cond_conv_ops.DEPTHWISE["separate"] if depthwise else cond_conv_ops.FULL["stacked"]
     expected = literal_condconv(x, kernel, None, r, strides, padding, dilation, depthwise)
-    actual = compute(*(ops.convert_to_tensor(a) for a in (x, kernel, r)), _pair(strides), padding, _pair(dilation))
+    actual = compute(
+        *(ops.convert_to_tensor(a) for a in (x, kernel, r)), _pair(strides), padding, _pair(dilation)
+    )
     np.testing.assert_allclose(to_numpy(actual), to_numpy(expected), rtol=1e-4, atol=1e-4)
 
 
@@ -106,9 +114,13 @@ def test_gradients_equal_literal_mixture(depthwise, strides, padding, dilation, 
 
     expected = gradients(
         loss_of(lambda x, k, r: literal_condconv(x, k, None, r, strides, padding, dilation, depthwise)),
-        x, kernel, r,
+        x,
+        kernel,
+        r,
     )
-    actual = gradients(loss_of(lambda x, k, r: compute(x, k, r, _pair(strides), padding, _pair(dilation))), x, kernel, r)
+    actual = gradients(
+        loss_of(lambda x, k, r: compute(x, k, r, _pair(strides), padding, _pair(dilation))), x, kernel, r
+    )
     for name, got, want in zip(("x", "kernel", "routing"), actual, expected):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=f"gradient w.r.t. {name}")
 
@@ -133,7 +145,9 @@ def test_cond_dense_equals_literal_mixture(per_channel, batch):
     x3 = np.stack([x, 2 * x], axis=1)
     y3 = to_numpy(layer(x3, routing_weights=r))
     np.testing.assert_allclose(y3[:, 0], expected, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(y3[:, 1], to_numpy(literal_conddense(2 * x, kernel, bias, r)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        y3[:, 1], to_numpy(literal_conddense(2 * x, kernel, bias, r)), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_own_routing_is_the_papers_sigmoid_of_pooled_input():
@@ -204,7 +218,9 @@ def test_shared_routing_model_trains_saves_and_reloads(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     for batch in (1, 16):
-        np.testing.assert_allclose(to_numpy(loaded(x[:batch])), to_numpy(model(x[:batch])), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            to_numpy(loaded(x[:batch])), to_numpy(model(x[:batch])), rtol=1e-6, atol=1e-6
+        )
 
 
 def test_saved_models_load_after_import_keras_routing(tmp_path):
@@ -215,7 +231,9 @@ def test_saved_models_load_after_import_keras_routing(tmp_path):
 
     inputs = keras.Input((8, 8, 5))
     keras.Model(inputs, _routed_block(inputs)).save(tmp_path / "block.keras")
-    zoo.cc_mobilenet_v1(width=0.25, experts=2, input_shape=(32, 32, 3), classes=10).save(tmp_path / "zoo.keras")
+    zoo.cc_mobilenet_v1(width=0.25, experts=2, input_shape=(32, 32, 3), classes=10).save(
+        tmp_path / "zoo.keras"
+    )
     load = f"""
 for name in ("block", "zoo"):
     model = keras.saving.load_model({str(tmp_path)!r} + "/" + name + ".keras")
@@ -224,7 +242,8 @@ for name in ("block", "zoo"):
 """
     scripts = {
         "keras first": "import keras, keras_routing" + load,
-        "keras_routing first": "import keras_routing, sys\nassert 'keras' not in sys.modules\nimport keras" + load,
+        "keras_routing first": "import keras_routing, sys\nassert 'keras' not in sys.modules\nimport keras"
+        + load,
     }
     for order, script in scripts.items():
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
@@ -240,7 +259,10 @@ LAYERS = {
     ),
     "depthwise": (lambda: CondDepthwiseConv2D(3, 4, depth_multiplier=2, padding="same"), (3, 8, 8, 5)),
     "dense": (lambda: CondDense(7, 4, routing="softmax"), (3, 5)),
-    "routing_per_channel": (lambda: Routing(4, per_channel_units=6, hidden_units=3, dropout=0.1), (3, 8, 8, 5)),
+    "routing_per_channel": (
+        lambda: Routing(4, per_channel_units=6, hidden_units=3, dropout=0.1),
+        (3, 8, 8, 5),
+    ),
 }
 
 

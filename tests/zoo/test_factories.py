@@ -38,6 +38,7 @@ def test_baseline_takes_keras_applications_weights(name, application, kwargs):
     perturb_weights(reference)
     width = {"width": kwargs["alpha"]} if kwargs else {}
     ours = zoo.get(name, input_shape=(64, 64, 3), classes=10, classifier_activation=None, **width)
+
     def layers_with_weights(model):
         return [(layer.name, type(layer).__name__) for layer in model.layers if layer.weights]
 
@@ -101,13 +102,19 @@ def test_routing_variants_build_the_papers_routing_functions():
     assert [r.logits.kernel.shape[0] for r in rest] == [128 + 4] * 6 + [256 + 4] * 2
     hidden = _routings(zoo.cc_mobilenet_v1(width=0.25, experts=4, routing={"hidden_ratio": 8}, **SMALL))
     assert hidden[0].hidden_units == 8 * 64
-    softmax = _routings(zoo.cc_mobilenet_v1(width=0.25, experts=4, routing=Routing(4, activation="softmax"), **SMALL))
+    softmax = _routings(
+        zoo.cc_mobilenet_v1(width=0.25, experts=4, routing=Routing(4, activation="softmax"), **SMALL)
+    )
     assert {r.activation for r in softmax} == {"softmax"}
-    per_channel = _routings(zoo.cc_mobilenet_v1(width=0.25, experts=4, routing={"per_channel": True}, **SMALL))
+    per_channel = _routings(
+        zoo.cc_mobilenet_v1(width=0.25, experts=4, routing={"per_channel": True}, **SMALL)
+    )
     assert per_channel[0].per_channel_units == 64 and per_channel[0].hidden_units == 32  # input / 2
 
 
-@pytest.mark.parametrize("routing", ["hierarchical", {"per_channel": True}], ids=["hierarchical", "per_channel"])
+@pytest.mark.parametrize(
+    "routing", ["hierarchical", {"per_channel": True}], ids=["hierarchical", "per_channel"]
+)
 def test_cc_model_trains_saves_and_reloads(routing, tmp_path):
     model = zoo.cc_mobilenet_v1(width=0.25, experts=2, routing=routing, **SMALL)
     x, y = digits_rgb(16)
@@ -122,8 +129,13 @@ def test_cc_model_trains_saves_and_reloads(routing, tmp_path):
 
 def test_registry():
     assert set(zoo.list_models()) >= {
-        "mobilenet_v1", "cc_mobilenet_v1", "mobilenet_v2", "cc_mobilenet_v2", "resnet50", "cc_resnet50",
-    }  # fmt: skip
+        "mobilenet_v1",
+        "cc_mobilenet_v1",
+        "mobilenet_v2",
+        "cc_mobilenet_v2",
+        "resnet50",
+        "cc_resnet50",
+    }
     model = zoo.get("cc_mobilenet_v1", width=0.25, experts=2, **SMALL)
     assert model.output.shape == (None, 10)
     for name in ("cc_mobilenet_v1", "cc_mobilenet_v2", "cc_resnet50"):
@@ -171,7 +183,9 @@ SHARED_MISTAKES = [
 ]
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v1", "cc_mobilenet_v1", "mobilenet_v2", "cc_mobilenet_v2", "resnet50"])
+@pytest.mark.parametrize(
+    "name", ["mobilenet_v1", "cc_mobilenet_v1", "mobilenet_v2", "cc_mobilenet_v2", "resnet50"]
+)
 @pytest.mark.parametrize("kwargs,match", SHARED_MISTAKES)
 def test_every_factory_checks_the_shared_arguments(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -180,7 +194,8 @@ def test_every_factory_checks_the_shared_arguments(name, kwargs, match):
 
 def test_numpy_integers_are_accepted():
     n = np.int64
-    model = zoo.cc_mobilenet_v1(width=0.25, experts=n(2), condconv_begin=n(13), input_shape=(n(32), n(32), n(3)),
-                                classes=n(10))  # fmt: skip
+    model = zoo.cc_mobilenet_v1(
+        width=0.25, experts=n(2), condconv_begin=n(13), input_shape=(n(32), n(32), n(3)), classes=n(10)
+    )
     assert model.output.shape == (None, 10)
     assert model.get_layer("conv_preds").num_experts == 2

@@ -61,7 +61,9 @@ def test_upcycling_preserves_outputs_for_every_family_and_routing(name, kwargs):
     baseline_kwargs = {k: v for k, v in kwargs.items() if k == "width"}
     baseline = zoo.get(name, classifier_activation=None, **baseline_kwargs, **SMALL)
     perturb_weights(baseline)
-    model = zoo.get(f"cc_{name}", experts=3, classifier_activation=None, init_from=baseline, **kwargs, **SMALL)
+    model = zoo.get(
+        f"cc_{name}", experts=3, classifier_activation=None, init_from=baseline, **kwargs, **SMALL
+    )
     x, _ = digits_rgb(8)
     np.testing.assert_allclose(to_numpy(model(x)), to_numpy(baseline(x)), rtol=1e-4, atol=1e-4)
 
