@@ -1,6 +1,26 @@
-"""Conditional-computation layers. Every layer here runs on TensorFlow, JAX and PyTorch."""
+"""Conditional-computation layers. Every layer here runs on TensorFlow, JAX and PyTorch.
+
+The shared bases: ``Router`` (a function of the input that says how much of what runs),
+``StackedExperts`` (weights stacked along an expert axis, mixed by routing weights),
+``ConditionalConv`` (a conditional 2D convolution that overrides one mixture op) and
+``InferenceModes`` / ``set_inference`` (inference behaviour chosen on a trained model).
+"""
 
 from keras_routing.layers.cond_conv import CondConv2D, CondDense, CondDepthwiseConv2D
+from keras_routing.layers.conv_base import ConditionalConv
+from keras_routing.layers.experts import StackedExperts
+from keras_routing.layers.inference import InferenceModes, set_inference
+from keras_routing.layers.router import Router
 from keras_routing.layers.routing import Routing
 
-__all__ = ["CondConv2D", "CondDense", "CondDepthwiseConv2D", "Routing"]
+__all__ = [
+    "CondConv2D",
+    "CondDense",
+    "CondDepthwiseConv2D",
+    "ConditionalConv",
+    "InferenceModes",
+    "Router",
+    "Routing",
+    "StackedExperts",
+    "set_inference",
+]

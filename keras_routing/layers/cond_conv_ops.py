@@ -24,8 +24,6 @@ Only ``keras.ops`` is used, so every formulation runs on every backend.
 
 from keras import backend, ops
 
-STRATEGIES = ("auto", "mixture", "grouped", "patches", "single")
-
 
 def mix_kernels(routing_weights, kernel):
     """Per-example kernels ``sum_i r[b, i] * kernel[i]``: ``(batch, *kernel.shape[1:])``.
@@ -63,11 +61,8 @@ def weighted_sum_of_experts(outputs, routing_weights):
     return ops.sum(outputs * r, axis=-2)
 
 
-def _pair(value):
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-
-
 def conv_output_size(size, kernel, stride, dilation, padding):
+    """One spatial axis of a convolution's output, as TensorFlow and Keras compute it."""
     extent = (kernel - 1) * dilation + 1
     if padding == "same":
         return -(-size // stride)
@@ -86,6 +81,36 @@ def _pad_same(x, kernel_size, strides, dilation_rate):
     if all(p == (0, 0) for p in pads):
         return x
     return ops.pad(x, pads)
+
+
+def _undilated(kernel, dilation_rate):
+    """Per-example kernels ``(batch, kh, kw, ...)`` with ``d - 1`` zeros between taps: the
+    undilated kernel of extent ``(k - 1) * d + 1`` whose convolution is the dilated one's, exactly
+    (the zeros add nothing), with ``dilation_rate`` 1. For the grouped forms when the batch,
+    hence the folded channel count, is unknown (a TensorFlow graph, as in ``fit`` on a batched
+    ``tf.data``): TensorFlow's dilated convolutions need the kernel's full static shape."""
+    for axis, d in ((1, dilation_rate[0]), (2, dilation_rate[1])):
+        if d == 1:
+            continue
+        taps = kernel.shape[axis]
+        spread = ops.expand_dims(kernel, axis + 1)  # (B, ..., taps, 1, ...)
+        pads = [(0, 0)] * len(spread.shape)
+        pads[axis + 1] = (0, d - 1)
+        spread = ops.pad(spread, pads)  # (B, ..., taps, d, ...): each tap, then d - 1 zeros
+        shape = [-1] + list(kernel.shape[1:])  # only the batch is unknown
+        shape[axis] = taps * d
+        kernel = ops.reshape(spread, shape)
+        extent = (taps - 1) * d + 1  # drop the zeros after the last tap
+        kernel = kernel[:, :extent] if axis == 1 else kernel[:, :, :extent]
+    return kernel
+
+
+def _fold_dilation(mixed, x, dilation_rate):
+    """``(mixed, dilation_rate)`` for a grouped convolution: as given, or undilated where the
+    batch is unknown (see ``_undilated``)."""
+    if x.shape[0] is None and max(dilation_rate) > 1:
+        return _undilated(mixed, dilation_rate), (1, 1)
+    return mixed, dilation_rate
 
 
 def _shifted_slices(x, kernel_size, strides, padding, dilation_rate):
@@ -133,7 +158,8 @@ def conv_stacked(x, kernel, r, strides, padding, dilation_rate):
 def conv_grouped(x, kernel, r, strides, padding, dilation_rate):
     _, kh, kw, cin, f = kernel.shape
     height, width = ops.shape(x)[1], ops.shape(x)[2]
-    mixed = mix_kernels(r, kernel)  # (B, kh, kw, cin, f)
+    mixed, dilation_rate = _fold_dilation(mix_kernels(r, kernel), x, dilation_rate)  # (B, kh, kw, cin, f)
+    kh, kw = mixed.shape[1], mixed.shape[2]
     folded_kernel = ops.reshape(ops.transpose(mixed, (1, 2, 3, 0, 4)), (kh, kw, cin, -1))
     folded_x = ops.reshape(ops.transpose(x, (1, 2, 0, 3)), (1, height, width, -1))
     y = ops.conv(folded_x, folded_kernel, strides=strides, padding=padding, dilation_rate=dilation_rate)
@@ -155,11 +181,10 @@ def conv_patches(x, kernel, r, strides, padding, dilation_rate):
 def mix_one(r, kernel, mix):
     """The one example's kernel: a row-vector-matrix product that streams all experts' weights
     once (memory-bound: 42 MB for CC-MobileNetV1 0.5x with 8 experts). A 1-row ``matmul`` is
-    the fastest contraction on TensorFlow (whole model at batch 1: 13.1 -> 12.0 ms against a
-    vector-matrix einsum; einsum, tensordot and a transposed matvec all reach the same rate on
-    one large stack but einsum pays 80 us more per small kernel). Eager PyTorch runs it as
-    ``torch.mm`` on the raw tensors (``_mix_one_torch``): ``keras.ops`` adds about 80 us of
-    argument handling per call, 17 calls per CC-MobileNetV1 inference."""
+    the fastest contraction on TensorFlow (einsum, tensordot and a transposed matvec reach the
+    same rate on one large stack, but einsum pays more per small kernel). Eager PyTorch runs it
+    as ``torch.mm`` on the raw tensors (``_mix_one_torch``): ``keras.ops``'s argument handling
+    would cost more than the product, on every call. Figures: docs/performance.md."""
     if len(r.shape) != 2:
         return mix(r, kernel)[0]
     if backend.backend() == "torch":
@@ -204,7 +229,7 @@ def depthwise_separate(x, kernel, r, strides, padding, dilation_rate):
     times the FLOPs (few, for a depthwise convolution) with static kernels only, in ops that
     int8 runtimes run fast: a depthwise convolution whose kernel is computed at run time is
     quantized to one range for all channels, and the widened ``mixture`` needs a reduction
-    that LiteRT runs 3x slower than this."""
+    that LiteRT runs slower than this (docs/performance.md)."""
     out = None
     for i in range(kernel.shape[0]):
         weight = r[:, i]
@@ -217,7 +242,8 @@ def depthwise_separate(x, kernel, r, strides, padding, dilation_rate):
 def depthwise_grouped(x, kernel, r, strides, padding, dilation_rate):
     _, kh, kw, cin, m = kernel.shape
     height, width = ops.shape(x)[1], ops.shape(x)[2]
-    mixed = _mix_depthwise(r, kernel)  # (B, kh, kw, cin, m)
+    mixed, dilation_rate = _fold_dilation(_mix_depthwise(r, kernel), x, dilation_rate)  # (B, kh, kw, cin, m)
+    kh, kw = mixed.shape[1], mixed.shape[2]
     folded_kernel = ops.reshape(ops.transpose(mixed, (1, 2, 0, 3, 4)), (kh, kw, -1, m))
     folded_x = ops.reshape(ops.transpose(x, (1, 2, 0, 3)), (1, height, width, -1))
     y = ops.depthwise_conv(
@@ -279,29 +305,29 @@ def choose_strategy(kind, kernel_size, batch_size, backend_name=None, strides=(1
     """The fastest formulation for ``kind`` ("full" or "depthwise") on this backend.
 
     Chosen from ``benchmarks/condconv.py`` on 2-core CPUs (training step at batch 32, ratio to
-    the plain layer; figures in the README):
+    the plain layer; figures in docs/performance.md):
     - batch size 1 (inference, the exported graph): one convolution with the mixed kernel, as
       the paper prescribes; except depthwise on JAX, where XLA's CPU depthwise convolution is
       itself slower than nine shifted multiply-adds;
     - JAX: shifted slices and batched matmuls (``patches``); XLA's CPU convolution gradients,
-      grouped ones worst of all, are slow (3x3: patches 1.1x, grouped 34x, mixture 10x);
-    - TensorFlow and PyTorch: ``patches`` for full convolutions (TF 3x3: 2.0x, grouped 61x,
-      since TF runs grouped convolutions through XLA on CPU) and the batch folded into one
-      depthwise convolution (``grouped``) for depthwise ones (TF 1.9x, torch 1.4x).
+      grouped ones worst of all, are slow;
+    - TensorFlow and PyTorch: ``patches`` for full convolutions (TensorFlow runs grouped
+      convolutions through XLA on CPU) and the batch folded into one depthwise convolution
+      (``grouped``) for depthwise ones.
     An unknown (symbolic) batch size gets a formulation that is right for every batch size.
     TensorFlow's depthwise convolution supports equal strides only; ``patches`` any.
 
     Exported to LiteRT or ONNX (``deployment``, see ``keras_routing.layers.deployment``), the
-    runtime's kernels decide (LiteRT interpreter, XNNPACK, 2 threads, batch 1; figures in the
-    README): a full convolution becomes the mixed kernel times the image patches, one
+    runtime's kernels decide (LiteRT interpreter, XNNPACK, 2 threads, batch 1; figures in
+    docs/performance.md): a full convolution becomes the mixed kernel times the image patches, one
     BATCH_MATMUL, which takes a run-time right-hand side at near the static convolution's speed,
-    where CONV_2D with a run-time kernel falls back to a kernel 10x slower behind a transpose
+    where CONV_2D with a run-time kernel falls back to a far slower kernel behind a transpose
     of the kernel; a depthwise one stays one DEPTHWISE_CONV_2D with the mixed kernel at batch 1
-    (shifted multiply-adds were 2 ms slower over CC-MobileNetV1), shifted multiply-adds for
+    (shifted multiply-adds were slower over CC-MobileNetV1), shifted multiply-adds for
     any batch size. int8 models keep every kernel static, so that each is quantized per output
-    channel: a kernel computed at run time gets one range for all channels, which dropped the
-    demo's CC-MobileNetV1 from 90% to 82% (and BATCH_MATMUL with a run-time int8 operand is
-    150x slower than the static convolution). Full convolutions take ``stacked``, depthwise ones
+    channel: a kernel computed at run time gets one range for all channels, which cost the
+    demo's CC-MobileNetV1 much of its accuracy (and BATCH_MATMUL with a run-time int8 operand
+    is far slower than the static convolution). Full convolutions take ``stacked``, depthwise ones
     ``separate``. All are builtin ops with no per-example loop.
     """
     backend_name = backend_name or backend.backend()

@@ -12,7 +12,11 @@ take the form that suits that runtime rather than the training backend. Inside
 - the later families add theirs here: deterministic top-k for routed experts, threshold
   inference for gated residuals.
 
-Before tracing, ``keras_routing.folding`` folds each batch normalization that follows a CondConv
+This is the export-time form of the inference modes of ``keras_routing.layers.inference``: a
+layer's mode (``set_inference``) is the lasting choice; only a mode that leaves the form open
+(CondConv's ``"auto"``) consults ``current()``.
+
+Before tracing, ``keras_routing.transforms.folding`` folds each batch normalization that follows a CondConv
 layer into its experts, as a converter does for a static convolution. Outside the context
 (training, evaluation, ``predict``) nothing changes.
 """
@@ -21,7 +25,7 @@ import contextlib
 import contextvars
 import dataclasses
 
-RUNTIMES = ("saved_model", "litert", "onnx")
+from keras_routing.deploy.formats import FORMATS as RUNTIMES  # the one list (no Keras import)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,13 +3,14 @@
 import keras
 from keras import ops
 
+from keras_routing.layers.router import Router
 from keras_routing.validation import fraction, integer
 
 ACTIVATIONS = ("sigmoid", "softmax")
 
 
 @keras.saving.register_keras_serializable(package="keras_routing")
-class Routing(keras.layers.Layer):
+class Routing(Router):
     """Global average pooling, an optional ReLU hidden layer, a dense layer, sigmoid or softmax.
 
     The variants of the CondConv paper's routing ablations (Table 6, Fig. 3):
@@ -23,7 +24,7 @@ class Routing(keras.layers.Layer):
       weights of the previous layer.
 
     Inputs of rank 4 (images) are averaged over height and width; inputs of rank 2 are
-    already global features and are used as they are.
+    already global features and are used as they are (``Router.global_features``).
     """
 
     def __init__(
@@ -38,14 +39,13 @@ class Routing(keras.layers.Layer):
         kernel_regularizer=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        num_experts = integer(num_experts, "num_experts", owner="Routing")
+        super().__init__(num_experts, **kwargs)
+        num_experts = self.num_experts
         if activation not in ACTIVATIONS:
             raise ValueError(f"Routing: `activation` must be one of {ACTIVATIONS}, got {activation!r}.")
         hidden_units = integer(hidden_units, "hidden_units", optional=True, owner="Routing")
         per_channel_units = integer(per_channel_units, "per_channel_units", optional=True, owner="Routing")
         dropout = fraction(dropout, "dropout", owner="Routing")
-        self.num_experts = num_experts
         self.activation = activation
         self.hidden_units = hidden_units
         self.per_channel_units = per_channel_units
@@ -68,14 +68,13 @@ class Routing(keras.layers.Layer):
         self.logits = keras.layers.Dense(num_experts * (per_channel_units or 1), name="logits", **dense_args)
 
     def _features_shape(self, inputs_shape, context_shape=None):
-        features = inputs_shape[-1]
+        batch, features = self.global_features_shape(inputs_shape)
         if context_shape is not None:
             features += context_shape[-1]
-        return (inputs_shape[0], features)
+        return (batch, features)
 
     def build(self, inputs_shape, context_shape=None):
-        if len(inputs_shape) < 2:
-            raise ValueError(f"Routing: expected an input of rank >= 2, got shape {inputs_shape}.")
+        self.check_input_shape(inputs_shape)
         shape = self._features_shape(inputs_shape, context_shape)
         if self.hidden is not None:
             self.hidden.build(shape)
@@ -83,14 +82,12 @@ class Routing(keras.layers.Layer):
         self.logits.build(shape)
 
     def call(self, inputs, context=None, training=None):
-        features = inputs
-        if len(inputs.shape) > 2:
-            features = ops.mean(inputs, axis=tuple(range(1, len(inputs.shape) - 1)))
+        features = self.global_features(inputs)
         if context is not None:
             features = ops.concatenate([features, ops.cast(context, features.dtype)], axis=-1)
         # The dense sublayers' own `call`: they are built in `build`, and this layer's `__call__`
-        # has already cast the input and opened the autocast scope. Their `__call__` would cost
-        # eager PyTorch about 70 us each, 9 routing functions per CC-MobileNetV1 inference.
+        # has already cast the input and opened the autocast scope. Their `__call__` would add
+        # eager PyTorch's per-call overhead to every routing function (docs/performance.md).
         if self.hidden is not None:
             features = self.hidden.call(features)
         if self.dropout_layer is not None:
@@ -110,7 +107,6 @@ class Routing(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            num_experts=self.num_experts,
             activation=self.activation,
             hidden_units=self.hidden_units,
             per_channel_units=self.per_channel_units,

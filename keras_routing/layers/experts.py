@@ -1,16 +1,21 @@
-"""What every layer with per-expert weights shares: expert count, routing, initialisation.
+"""Stacked experts: weights with a leading expert axis, initialised expert by expert, mixed by a router.
 
-A layer of this kind holds its weights stacked along a leading expert axis and combines them
-with routing weights of shape ``(batch, num_experts)`` (or ``(batch, num_experts, channels)``
-for per-channel routing). Either the layer computes them itself from its input with its own
-routing function, or the caller passes ``routing_weights=`` so that one routing function can
-drive several layers (CondConv shares one per block).
+A layer of this kind holds its kernel and bias stacked along a leading expert axis and combines
+them with routing weights of shape ``(batch, num_experts)`` (or ``(batch, num_experts,
+channels)`` for per-channel routing). Either the layer computes them from its input with its
+own router, or the caller passes ``routing_weights=`` so that one router can drive several
+layers (CondConv shares one per block). CondConv's layers are stacked experts; so is anything
+else that mixes stacked kernels.
 """
 
 import keras
 
+from keras_routing.layers.router import Router
 from keras_routing.layers.routing import Routing
 from keras_routing.validation import integer
+
+# The names ``routing=`` accepts: CondConv's routing function with that activation.
+ROUTER_SHORTCUTS = ("sigmoid", "softmax")
 
 
 def per_expert_initializer(initializer, num_experts):
@@ -37,8 +42,15 @@ def per_expert_initializer(initializer, num_experts):
     return initialize
 
 
-class ExpertLayer(keras.layers.Layer):
-    """Base of layers whose kernel and bias are mixtures of ``num_experts`` experts."""
+class StackedExperts(keras.layers.Layer):
+    """Base of layers whose kernel and bias are mixtures of ``num_experts`` experts.
+
+    ``routing``: a ``Router`` over ``num_experts`` (any router whose outputs are routing
+    weights), its config (a serialized router, or a plain ``Routing`` config), ``"sigmoid"`` or
+    ``"softmax"`` (a ``Routing`` with that activation), or ``None`` when the routing weights
+    always come from outside (``call(x, routing_weights=...)``). The router follows this layer's
+    dtype policy as ``keras_routing.layers.router`` describes.
+    """
 
     def __init__(
         self,
@@ -72,12 +84,20 @@ class ExpertLayer(keras.layers.Layer):
         if routing is None:
             return None
         if isinstance(routing, str):
+            if routing not in ROUTER_SHORTCUTS:
+                raise ValueError(
+                    f"{name}: `routing` must be one of {ROUTER_SHORTCUTS}, a Router, its config, "
+                    f"or None, got {routing!r}."
+                )
             return Routing(self.num_experts, activation=routing, name="routing", dtype=self.dtype_policy)
         if isinstance(routing, dict):
-            routing = keras.saving.deserialize_keras_object(routing)
-        if not isinstance(routing, Routing):
+            if "class_name" in routing:
+                routing = keras.saving.deserialize_keras_object(routing)
+            else:
+                routing = Routing.from_config(routing)
+        if not isinstance(routing, Router):
             raise ValueError(
-                f"{name}: `routing` must be 'sigmoid', 'softmax', a Routing layer, its config, "
+                f"{name}: `routing` must be 'sigmoid', 'softmax', a Router layer, its config, "
                 f"or None (routing weights always passed in), got {routing!r}."
             )
         if routing.num_experts != self.num_experts:
@@ -85,6 +105,7 @@ class ExpertLayer(keras.layers.Layer):
                 f"{name}: the routing function has {routing.num_experts} experts but the layer "
                 f"has num_experts={self.num_experts}."
             )
+        routing.adopt_dtype_policy(self.dtype_policy)
         return routing
 
     def add_expert_weights(self, kernel_shape, out_channels):
@@ -110,6 +131,14 @@ class ExpertLayer(keras.layers.Layer):
         if self.routing is not None and not self.routing.built:
             self.routing.build(input_shape)
 
+    def _to_compute_dtype(self, weights):
+        """Routing weights in this layer's compute dtype; a router that keeps its own policy
+        returns its own. Skips the op when they already match: per-op overhead counts at batch 1."""
+        dtype = keras.backend.standardize_dtype(weights.dtype)
+        if dtype == self.compute_dtype or not keras.backend.is_float_dtype(dtype):
+            return weights
+        return keras.ops.cast(weights, self.compute_dtype)
+
     def resolve_routing_weights(self, inputs, routing_weights, out_channels, training=None):
         """The given routing weights, checked, or the layer's own routing of ``inputs``."""
         name = f"{self.__class__.__name__} '{self.name}'"
@@ -119,7 +148,7 @@ class ExpertLayer(keras.layers.Layer):
                     f"{name} was built with routing=None, so it needs `routing_weights` of shape "
                     f"(batch, {self.num_experts})."
                 )
-            return self.routing(inputs, training=training)
+            return self._to_compute_dtype(self.routing(inputs, training=training))
         shape = tuple(routing_weights.shape)
         expected = f"(batch, {self.num_experts}) or (batch, {self.num_experts}, {out_channels})"
         if len(shape) not in (2, 3) or shape[1] != self.num_experts:
