@@ -12,7 +12,7 @@ from keras import ops
 
 from keras_routing.layers import CondConv2D, CondDense, CondDepthwiseConv2D, Routing
 from keras_routing.layers import cond_conv_ops
-from tests.harness import check_layer
+from tests.harness import run_layer_test
 from tests.reference import gradients, literal_conddense, literal_condconv, to_numpy
 
 STRATEGIES = ["auto", "mixture", "grouped", "patches"]
@@ -251,25 +251,141 @@ for name in ("block", "zoo"):
         assert result.stdout.split() == ["block", "CondDense", "zoo", "Activation"], (order, result.stdout)
 
 
-LAYERS = {
-    "conv": (lambda: CondConv2D(6, 3, 4, padding="same", activation="relu"), (3, 8, 8, 5)),
-    "conv_strided_hidden_routing": (
-        lambda: CondConv2D(6, 3, 4, strides=2, routing=Routing(4, hidden_units=8)),
-        (3, 9, 9, 5),
+# The layer harness on every layer and its variants (tests/layers/test_keras_harness.py runs
+# Keras's on the same). They share input, kernel and hidden-layer shapes: JAX compiles each
+# eager op once per shape (a random initialiser takes seconds), and compiling is most of what
+# the harness costs.
+IMAGE = (3, 8, 8, 5)
+
+
+def _variant(layer_cls, output, weights, input_shape=IMAGE, **kwargs):
+    init = kwargs.pop("init")
+    return dict(
+        layer_cls=layer_cls,
+        init_kwargs=init,
+        input_shape=input_shape,
+        expected_output_shape=output,
+        expected_num_trainable_weights=weights,
+        expected_num_non_trainable_weights=0,
+        **kwargs,
+    )
+
+
+CONV = dict(filters=6, kernel_size=3, num_experts=4)
+VARIANTS = {
+    # CondConv2D: routing by name, as an instance, as a config, and passed in.
+    "conv": _variant(CondConv2D, (3, 8, 8, 6), 4, init=dict(CONV, padding="same", activation="relu")),
+    "conv_strided_per_channel_routing_instance": _variant(
+        CondConv2D,
+        (3, 4, 4, 6),
+        6,
+        init=dict(
+            CONV,
+            strides=2,
+            padding="same",
+            routing=Routing(4, hidden_units=3, per_channel_units=6),
+            strategy="grouped",
+        ),
     ),
-    "depthwise": (lambda: CondDepthwiseConv2D(3, 4, depth_multiplier=2, padding="same"), (3, 8, 8, 5)),
-    "dense": (lambda: CondDense(7, 4, routing="softmax"), (3, 5)),
-    "routing_per_channel": (
-        lambda: Routing(4, per_channel_units=6, hidden_units=3, dropout=0.1),
+    # The issue's first defect: a routing config ignored the layer's dtype policy.
+    "conv_routing_config_bfloat16": _variant(
+        CondConv2D,
+        (3, 6, 6, 6),
+        4,
+        init=dict(CONV, routing=keras.saving.serialize_keras_object(Routing(4)), strategy="mixture"),
+        mixed_precision_policy="mixed_bfloat16",
+    ),
+    # The second: grouped with dilation and "same" padding, trained with a None batch (TensorFlow).
+    "conv_dilated_grouped_softmax": _variant(
+        CondConv2D,
+        (3, 8, 8, 6),
+        4,
+        init=dict(CONV, padding="same", dilation_rate=2, strategy="grouped", routing="softmax"),
+    ),
+    "conv_per_channel_routing_weights_call_kwarg": _variant(
+        CondConv2D,
+        (3, 6, 3, 6),
+        2,
+        init=dict(CONV, strides=(1, 2), routing=None, strategy="patches"),
+        call_kwargs={"routing_weights": np.random.default_rng(5).uniform(size=(3, 4, 6)).astype("float32")},
+    ),
+    # CondDepthwiseConv2D.
+    "depthwise": _variant(
+        CondDepthwiseConv2D,
+        (3, 8, 8, 10),
+        4,
+        init=dict(kernel_size=3, num_experts=4, depth_multiplier=2, padding="same"),
+    ),
+    "depthwise_dilated": _variant(  # the second defect, depthwise, as the issue gives it
+        CondDepthwiseConv2D,
         (3, 8, 8, 5),
+        4,
+        init=dict(kernel_size=2, num_experts=4, padding="same", dilation_rate=2),
+    ),
+    "depthwise_strided_softmax_routing_instance_float16": _variant(
+        CondDepthwiseConv2D,
+        (3, 3, 3, 10),
+        6,
+        init=dict(
+            kernel_size=3,
+            num_experts=4,
+            depth_multiplier=2,
+            strides=2,
+            routing=Routing(4, activation="softmax", hidden_units=3),
+            strategy="mixture",
+        ),
+        mixed_precision_policy="mixed_float16",
+    ),
+    # CondDense. The first defect on TensorFlow: a routing instance under mixed_float16 failed.
+    "dense_routing_instance_float16": _variant(
+        CondDense,
+        (3, 7),
+        6,
+        input_shape=(3, 5),
+        init=dict(units=7, num_experts=4, routing=Routing(4, hidden_units=3)),
+        mixed_precision_policy="mixed_float16",
+    ),
+    "dense_rank3_routing_weights_input": _variant(
+        CondDense,
+        (3, 2, 7),
+        2,
+        input_shape={"inputs": (3, 2, 5), "routing_weights": (3, 4)},
+        init=dict(units=7, num_experts=4, routing=None),
+    ),
+    # Routing: per channel with a hidden layer and dropout; hierarchical (context) with softmax.
+    "routing_per_channel_dropout": _variant(
+        Routing,
+        (3, 4, 6),
+        4,
+        init=dict(num_experts=4, per_channel_units=6, hidden_units=3, dropout=0.1),
+        expected_num_seed_generators=1,
+    ),
+    "routing_hierarchical_softmax": _variant(
+        Routing,
+        (3, 4),
+        2,
+        input_shape={"inputs": IMAGE, "context": (3, 4)},
+        init=dict(num_experts=4, activation="softmax"),
     ),
 }
 
 
-@pytest.mark.parametrize("name", list(LAYERS))
+@pytest.mark.parametrize("name", list(VARIANTS))
 def test_layer_harness(name, tmp_path):
-    make, shape = LAYERS[name]
-    check_layer(make, shape, tmp_path=tmp_path)
+    run_layer_test(**VARIANTS[name], tmp_path=tmp_path)
+
+
+def test_input_too_small_for_the_kernel_raises_value_error():
+    """As Keras's Conv2D does ("Computed output size would be zero or negative"): a 5x5 kernel
+    at stride 2 on a 4x4 input leaves no output position, symbolically and eagerly."""
+    for make in (lambda: CondDepthwiseConv2D(5, 4, strides=2), lambda: CondConv2D(6, 5, 4, strides=2)):
+        with pytest.raises(ValueError, match="output size"):
+            make()(keras.Input((4, 4, 3)))
+        with pytest.raises(ValueError, match="output size"):
+            make()(np.zeros((2, 4, 4, 3), "float32"))
+    # The smallest input that fits still works: one output position.
+    output = CondDepthwiseConv2D(5, 4, strides=2)(np.zeros((2, 5, 5, 3), "float32"))
+    assert tuple(output.shape) == (2, 1, 1, 3)
 
 
 def test_routing_variants_follow_their_formulas():
