@@ -2,22 +2,42 @@
 
 import keras_routing
 model = keras_routing.zoo.cc_mobilenet_v1(width=0.5, experts=8)
-keras_routing.zoo.list_models()
+keras_routing.zoo.list_models(family="condconv")
+keras_routing.zoo.info("cc_resnet50").paper
 keras_routing.zoo.get("cc_resnet50", experts=2)
+
+The factories are backbones (``keras_routing.models.backbones``) whose layers a conditioner
+(``keras_routing.models.conditioners``) builds: plain or CondConv.
 """
 
+from keras_routing.transforms.upcycle import upcycle
 from keras_routing.zoo.mobilenet_v1 import cc_mobilenet_v1, mobilenet_v1
 from keras_routing.zoo.mobilenet_v2 import cc_mobilenet_v2, mobilenet_v2
-from keras_routing.zoo.registry import factory, get, list_models, preprocessing, register
+from keras_routing.zoo.registry import (
+    FAMILIES,
+    TASKS,
+    ModelInfo,
+    factory,
+    families,
+    get,
+    info,
+    list_models,
+    preprocessing,
+    register,
+)
 from keras_routing.zoo.resnet import cc_resnet50, resnet50
-from keras_routing.zoo.upcycle import upcycle
 
 __all__ = [
+    "FAMILIES",
+    "ModelInfo",
+    "TASKS",
     "cc_mobilenet_v1",
     "cc_mobilenet_v2",
     "cc_resnet50",
     "factory",
+    "families",
     "get",
+    "info",
     "list_models",
     "mobilenet_v1",
     "mobilenet_v2",

@@ -6,98 +6,39 @@ the final 8 separable blocks and the classifier with CondConv layers, one routin
 block computed from the block input; its keyword arguments reproduce the paper's ablations.
 
 Layers are numbered as the paper numbers them: 1 is the first convolution, 2-14 the 13
-separable blocks (``keras.applications`` block ids 1-13), 15 the classifier.
+separable blocks (``keras.applications`` block ids 1-13), 15 the classifier. Both are the
+backbone ``keras_routing.models.backbones.mobilenet_v1_backbone``, with a ``Plain`` or a
+``CondConvConditioner``.
 """
 
-import keras
-
+from keras_routing.models.backbones.common import check_arguments
+from keras_routing.models.backbones.mobilenet_v1 import BLOCKS, CLASSIFIER, NARROWEST, mobilenet_v1_backbone
+from keras_routing.models.conditioners import CondConvConditioner, Plain
+from keras_routing.transforms.upcycle import upcycle
 from keras_routing.validation import integer
-from keras_routing.zoo.builder import Builder, check_arguments, check_experts, image_input
+from keras_routing.zoo.papers import CONDCONV, MOBILENET_V1
 from keras_routing.zoo.registry import register
-from keras_routing.zoo.upcycle import upcycle
 
-# (pointwise filters at width 1.0, stride) of the 13 separable blocks.
-BLOCKS = (
-    (64, 1),
-    (128, 2),
-    (128, 1),
-    (256, 2),
-    (256, 1),
-    (512, 2),
-    (512, 1),
-    (512, 1),
-    (512, 1),
-    (512, 1),
-    (512, 1),
-    (1024, 2),
-    (1024, 1),
-)
-NARROWEST = 32  # the first convolution's filters at width 1.0
-CLASSIFIER = 15
-NO_CONDCONV = 16
+__all__ = ["BLOCKS", "CONDCONV_ON", "NARROWEST", "NO_CONDCONV", "cc_mobilenet_v1", "mobilenet_v1"]
+
+NO_CONDCONV = CLASSIFIER + 1  # condconv_begin=16: no CondConv layer
 CONDCONV_ON = ("depthwise", "pointwise")
 
 
-def _build(
-    width,
-    experts,
-    condconv_begin,
-    condconv_on,
-    cond_classifier,
-    routing,
-    include_top,
-    input_shape,
-    pooling,
-    classes,
-    classifier_activation,
-    dropout,
-    bn_momentum,
-    name,
-):
-    builder = Builder(experts, routing, bn_momentum=bn_momentum, bn_epsilon=1e-3)
+def condconv_sites(condconv_begin, condconv_on, cond_classifier):
+    """The paper's choice of CondConv layers (Tables 5, 7, 8) as a predicate of a ``Site``."""
 
-    def cond(index):
-        return bool(experts) and condconv_begin <= index < NO_CONDCONV
+    def which(site):
+        if not condconv_begin <= site.index < NO_CONDCONV:
+            return False
+        if site.role in CONDCONV_ON:
+            return site.role in condconv_on
+        return site.role != "classifier" or cond_classifier
 
-    inputs = image_input(input_shape)
-    x = inputs
-    if cond(1):
-        builder.start_block(x, "conv1")
-    x = builder.conv(x, int(32 * width), 3, "conv1", cond=cond(1), strides=2)
-    x = builder.batch_norm(x, "conv1_bn")
-    x = keras.layers.ReLU(6.0, name="conv1_relu")(x)
-
-    for block_id, (filters, stride) in enumerate(BLOCKS, start=1):
-        index = block_id + 1
-        cond_dw = cond(index) and "depthwise" in condconv_on
-        cond_pw = cond(index) and "pointwise" in condconv_on
-        if cond_dw or cond_pw:
-            builder.start_block(x, f"conv_block_{block_id}")
-        if stride == 2:
-            x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"conv_pad_{block_id}")(x)
-        padding = "same" if stride == 1 else "valid"
-        x = builder.depthwise(x, f"conv_dw_{block_id}", cond=cond_dw, strides=stride, padding=padding)
-        x = builder.batch_norm(x, f"conv_dw_{block_id}_bn")
-        x = keras.layers.ReLU(6.0, name=f"conv_dw_{block_id}_relu")(x)
-        x = builder.conv(x, int(filters * width), 1, f"conv_pw_{block_id}", cond=cond_pw)
-        x = builder.batch_norm(x, f"conv_pw_{block_id}_bn")
-        x = keras.layers.ReLU(6.0, name=f"conv_pw_{block_id}_relu")(x)
-
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
-        x = keras.layers.Dropout(dropout, name="dropout")(x)
-        cond_fc = cond(CLASSIFIER) and cond_classifier
-        if cond_fc:
-            builder.start_block(x, "conv_preds")
-        x = builder.conv(x, classes, 1, "conv_preds", cond=cond_fc, use_bias=True)
-        x = keras.layers.Reshape((classes,), name="reshape_2")(x)
-        x = keras.layers.Activation(classifier_activation, name="predictions")(x)
-    else:
-        x = builder.pooling(x, pooling)
-    return keras.Model(inputs, x, name=name)
+    return which
 
 
-@register("mobilenet_v1")
+@register("mobilenet_v1", family="plain", paper=MOBILENET_V1)
 def mobilenet_v1(
     width=1.0,
     include_top=True,
@@ -114,33 +55,21 @@ def mobilenet_v1(
     Inputs are images scaled to [-1, 1] (``keras.applications.mobilenet.preprocess_input``).
     ``bn_momentum`` defaults to the CondConv paper's 0.9 (it changes training, not weights).
     """
-    check_arguments(
+    return mobilenet_v1_backbone(
         width=width,
+        conditioner=Plain(),
+        include_top=include_top,
+        input_shape=input_shape,
         pooling=pooling,
         classes=classes,
+        classifier_activation=classifier_activation,
         dropout=dropout,
         bn_momentum=bn_momentum,
-        narrowest=NARROWEST,
-    )
-    return _build(
-        width,
-        None,
-        NO_CONDCONV,
-        (),
-        False,
-        "per_block",
-        include_top,
-        input_shape,
-        pooling,
-        classes,
-        classifier_activation,
-        dropout,
-        bn_momentum,
-        name or f"mobilenet_v1_{width:g}",
+        name=name or f"mobilenet_v1_{width:g}",
     )
 
 
-@register("cc_mobilenet_v1")
+@register("cc_mobilenet_v1", family="condconv", paper=CONDCONV)
 def cc_mobilenet_v1(
     width=1.0,
     experts=8,
@@ -170,9 +99,9 @@ def cc_mobilenet_v1(
         cond_classifier: CondConv classifier (Table 8).
         routing: ``"per_block"``, ``"single"``, ``"partially_shared"``, ``"hierarchical"``, or
             a ``Routing`` layer or dict for hidden-layer / softmax / per-channel routing
-            (Table 6, Fig. 3; see ``keras_routing.zoo.routing_plan``).
+            (Table 6, Fig. 3; see ``keras_routing.models.routing_plan``).
         init_from: a trained ``mobilenet_v1`` of the same width (or the path of one saved as
-            ``.keras``) to start from: see ``keras_routing.zoo.upcycle``.
+            ``.keras``) to start from: see ``keras_routing.transforms.upcycle``.
     """
     check_arguments(
         width=width,
@@ -182,26 +111,25 @@ def cc_mobilenet_v1(
         bn_momentum=bn_momentum,
         narrowest=NARROWEST,
     )
-    check_experts(experts)
+    integer(experts, "experts")
     integer(condconv_begin, "condconv_begin", 1, NO_CONDCONV)
     condconv_on = (condconv_on,) if isinstance(condconv_on, str) else tuple(condconv_on)
     if not condconv_on or set(condconv_on) - set(CONDCONV_ON):
         raise ValueError(f"`condconv_on` must be a non-empty subset of {CONDCONV_ON}, got {condconv_on!r}.")
-    model = _build(
-        width,
-        experts,
-        condconv_begin,
-        condconv_on,
-        cond_classifier,
-        routing,
-        include_top,
-        input_shape,
-        pooling,
-        classes,
-        classifier_activation,
-        dropout,
-        bn_momentum,
-        name or f"cc_mobilenet_v1_{width:g}_{experts}",
+    conditioner = CondConvConditioner(
+        experts, routing=routing, which=condconv_sites(condconv_begin, condconv_on, cond_classifier)
+    )
+    model = mobilenet_v1_backbone(
+        width=width,
+        conditioner=conditioner,
+        include_top=include_top,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        dropout=dropout,
+        bn_momentum=bn_momentum,
+        name=name or f"cc_mobilenet_v1_{width:g}_{experts}",
     )
     if init_from is not None:
         upcycle(model, init_from)

@@ -1,0 +1,2 @@
+"""Networks the zoo builds on: backbones with conditioner hooks (``backbones``, ``conditioners``)
+and task models that own their losses."""

@@ -1,0 +1,203 @@
+"""Conditioners: what a backbone asks, at every convolution, dense layer and block, how to build it.
+
+A backbone (``keras_routing.models.backbones``) lays out a network with ``keras.applications``'
+layer names and leaves each conditioned layer to its conditioner, describing where it is with a
+``Site``. The order of calls, for each block of the network (the stem, each separable / inverted
+residual / bottleneck block, a head convolution, the classifier):
+
+1. ``start_block(x, site=block_site)`` with the block's input; ``block_site.layers`` lists the
+   sites of the conditioned layers the block will hold, so a conditioner can prepare what they
+   share before any of them is built.
+2. ``conv`` / ``depthwise`` / ``dense`` for each of those layers, in order.
+3. For a block with a skip connection, the block itself goes through ``block(x, residual,
+   shortcut=..., name=..., site=block_site)``: ``residual`` and ``shortcut`` are functions of the
+   block input that build the residual branch and the skip path (identity or projection); the
+   default sums them (``shortcut(x) + residual(x)``), building the skip path first.
+
+Implementations:
+
+- ``Plain``: Keras layers (``Conv2D``, ``DepthwiseConv2D``, ``Dense``). A plain backbone is
+  layer for layer ``keras.applications``' network.
+- ``CondConvConditioner(experts, routing=..., which=...)``: CondConv layers where
+  ``which(site)`` holds, routed as ``routing`` says (``keras_routing.models.routing_plan``: one
+  routing function per block from the block input by default, computed in ``start_block``).
+  The zoo's ``cc_*`` factories express the paper's choices as ``which`` predicates.
+
+How the later families plug in (each a subclass overriding only what it changes):
+
+- ``RoutedExpertsConditioner`` (noisy top-k routing, ``routing_resnet50``): ``conv`` builds a
+  ``NoisyTopKRouter`` over the block input and a ``RoutedExperts`` layer where
+  ``site.role == "bottleneck_3x3" and not site.downsamples``; Plain elsewhere.
+- ``ChannelGateConditioner`` (DeepMoE, ``deepmoe_resnet`` / ``deepmoe_vgg16``): built with the
+  shallow embedding of the raw image (a ``ShallowEmbeddingGate`` computed once, before the
+  backbone); ``conv`` builds the plain convolution and multiplies its output channels by that
+  layer's gates, for the roles its variant gates (A: ``bottleneck_reduce`` and
+  ``bottleneck_3x3``; B: ``bottleneck_3x3``). Its task model collects every gate for the losses.
+- ``BypassGateConditioner`` (probabilistic gates, ``gated_resnet``): ``block`` computes the gate
+  ``z`` from the block input and returns ``shortcut(x) + z * residual(x)`` through a
+  ``GatedResidual`` layer (which skips ``residual`` when the gate is closed); layers stay Plain.
+
+A conditioner is used for one network: it may keep state between calls (CondConv's shared
+routing weights), so build a new one for each model.
+"""
+
+import dataclasses
+
+import keras
+
+from keras_routing.layers import CondConv2D, CondDense, CondDepthwiseConv2D
+from keras_routing.models.routing_plan import RoutingPlan
+from keras_routing.validation import integer
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """Where a conditioned layer, or a block, sits in a backbone.
+
+    Attributes:
+        kind: ``"conv"``, ``"depthwise"``, ``"dense"`` for a layer; ``"block"`` for a block.
+        role: what it does. Layers: ``"stem"``, ``"depthwise"``, ``"pointwise"`` (MobileNetV1),
+            ``"expand"``, ``"depthwise"``, ``"project"``, ``"head"`` (MobileNetV2's final 1x1),
+            ``"shortcut"``, ``"bottleneck_reduce"``, ``"bottleneck_3x3"``, ``"bottleneck_expand"``
+            (ResNet), ``"classifier"``. Blocks: ``"stem"``, ``"separable"``,
+            ``"inverted_residual"``, ``"bottleneck"``, ``"head"``, ``"classifier"``.
+        index: the block's position in the network: 1 is the stem, the classifier is last. For
+            MobileNetV1 this is the CondConv paper's layer numbering (2-14 the separable blocks,
+            15 the classifier). A layer has the index of its block.
+        block: the block's name (``"conv_block_6"``, ``"block_11"``, ``"conv5_block1"``,
+            ``"predictions"``); the stem is ``"conv1"`` (``"Conv1"`` in MobileNetV2).
+        stage: the block's resolution stage: its output stride is ``2 ** stage``.
+        strides: the layer's stride (for a block, the block's: 2 where it downsamples).
+        layers: for a block, the sites of the conditioned layers it holds, in build order.
+    """
+
+    kind: str
+    role: str
+    index: int
+    block: str
+    stage: int
+    strides: int = 1
+    layers: tuple = ()
+
+    @property
+    def downsamples(self):
+        """Whether this layer (or block) reduces the resolution."""
+        return self.strides > 1
+
+    def layer(self, kind, role, strides=1):
+        """The site of a layer of this block."""
+        return Site(kind, role, self.index, self.block, self.stage, strides)
+
+    def holding(self, *layers):
+        """This block's site, listing the layers it holds."""
+        return dataclasses.replace(self, layers=tuple(layers))
+
+
+class Conditioner:
+    """Builds each conditioned layer and block of a backbone; this base builds plain Keras layers.
+
+    Subclasses override the calls they change (see the module docstring for the order).
+    """
+
+    def start_block(self, x, *, site):
+        """Called with the input ``x`` of each block before its layers are built."""
+
+    def conv(self, x, filters, kernel_size, *, name, site, strides=1, padding="same", use_bias=False):
+        layer = keras.layers.Conv2D(
+            filters, kernel_size, strides=strides, padding=padding, use_bias=use_bias, name=name
+        )
+        return layer(x)
+
+    def depthwise(self, x, *, name, site, kernel_size=3, strides=1, padding="same"):
+        layer = keras.layers.DepthwiseConv2D(
+            kernel_size, strides=strides, padding=padding, use_bias=False, name=name
+        )
+        return layer(x)
+
+    def dense(self, x, units, *, name, site, activation=None):
+        return keras.layers.Dense(units, activation=activation, name=name)(x)
+
+    def block(self, x, residual, *, shortcut, name, site):
+        """A block with a skip connection: ``shortcut(x) + residual(x)``, summed by an ``Add``
+        layer named ``name``."""
+        skip = shortcut(x)
+        return keras.layers.Add(name=name)([skip, residual(x)])
+
+
+class Plain(Conditioner):
+    """Every layer a Keras layer and every block a plain sum: the ``keras.applications`` network."""
+
+
+class CondConvConditioner(Conditioner):
+    """CondConv layers at the sites ``which`` selects, plain layers elsewhere.
+
+    Args:
+        experts: experts per CondConv layer.
+        routing: how routing weights are computed and shared (``"per_block"``, ``"single"``,
+            ``"partially_shared"``, ``"hierarchical"``, a dict or a ``Routing`` layer: see
+            ``keras_routing.models.routing_plan``).
+        which: predicate of a layer ``Site``: whether it is CondConv (default: every layer).
+            A block computes routing weights when any of its layers is CondConv.
+
+    Each CondConv layer keeps the name of the plain layer it replaces, so weights move between a
+    baseline and its CondConv version by name (``keras_routing.zoo.upcycle``).
+    """
+
+    def __init__(self, experts, *, routing="per_block", which=None):
+        self.experts = integer(experts, "experts")
+        self.plan = RoutingPlan(self.experts, routing)
+        self.which = which if which is not None else (lambda site: True)
+
+    def start_block(self, x, *, site):
+        if any(self.which(layer) for layer in site.layers):
+            self.plan.start_block(x, site.block)
+
+    def _apply(self, layer, x):
+        out_channels = layer.compute_output_shape(tuple(x.shape))[-1]
+        return layer(x, routing_weights=self.plan.weights(out_channels, layer.name))
+
+    def conv(self, x, filters, kernel_size, *, name, site, strides=1, padding="same", use_bias=False):
+        if not self.which(site):
+            return super().conv(
+                x,
+                filters,
+                kernel_size,
+                name=name,
+                site=site,
+                strides=strides,
+                padding=padding,
+                use_bias=use_bias,
+            )
+        layer = CondConv2D(
+            filters,
+            kernel_size,
+            self.experts,
+            routing=None,
+            strides=strides,
+            padding=padding,
+            use_bias=use_bias,
+            name=name,
+        )
+        return self._apply(layer, x)
+
+    def depthwise(self, x, *, name, site, kernel_size=3, strides=1, padding="same"):
+        if not self.which(site):
+            return super().depthwise(
+                x, name=name, site=site, kernel_size=kernel_size, strides=strides, padding=padding
+            )
+        layer = CondDepthwiseConv2D(
+            kernel_size,
+            self.experts,
+            routing=None,
+            strides=strides,
+            padding=padding,
+            use_bias=False,
+            name=name,
+        )
+        return self._apply(layer, x)
+
+    def dense(self, x, units, *, name, site, activation=None):
+        if not self.which(site):
+            return super().dense(x, units, name=name, site=site, activation=activation)
+        layer = CondDense(units, self.experts, activation=activation, routing=None, name=name)
+        return self._apply(layer, x)
