@@ -17,21 +17,46 @@ import numpy as np
 
 import keras
 
-from keras_routing.layers import Routing
-from keras_routing.layers.base import ExpertLayer
+from keras_routing.layers.router import Router
+from keras_routing.transforms import _graph
+
+
+def _router_owners(layers):
+    """``{id(router): the layer that holds it}`` for routers held by a layer (the own routing of
+    an expert layer, a gate inside a gated block); routers of nested models are not held."""
+    return {
+        id(sub): layer
+        for layer in layers
+        if not isinstance(layer, keras.Model)
+        for sub in _graph.sublayers(layer)
+        if isinstance(sub, Router)
+    }
+
+
+def _named_outputs(name, output):
+    """A router's symbolic output by name: one tensor, or one per tensor of a router that returns
+    several (``name/0``, ...); integer tensors (expert indices) are not routing weights."""
+    tensors = [t for t in keras.tree.flatten(output) if "int" not in keras.backend.standardize_dtype(t.dtype)]
+    if len(tensors) == 1:
+        return {name: tensors[0]}
+    return {f"{name}/{index}": tensor for index, tensor in enumerate(tensors)}
 
 
 def routing_outputs(model):
-    """``{name: symbolic routing weights}`` of a functional model: the outputs of its ``Routing``
-    layers, and the own routing of expert layers that route themselves."""
+    """``{name: symbolic routing weights}`` of a functional model: the outputs of every
+    ``Router`` it calls, and those of the routers its layers hold (an expert layer that routes
+    itself), computed from the holding layer's input and named ``layer/router``."""
     outputs = {}
-    layers = list(model._flatten_layers(include_self=False, recursive=True))
-    owned = {id(layer.routing) for layer in layers if isinstance(layer, ExpertLayer)}
+    layers = _graph.all_layers(model)
+    owners = _router_owners(layers)
     for layer in layers:
-        if isinstance(layer, Routing) and id(layer) not in owned and layer._inbound_nodes:
-            outputs[layer.name] = layer.output
-        elif isinstance(layer, ExpertLayer) and layer.routing is not None and layer._inbound_nodes:
-            outputs[f"{layer.name}/routing"] = layer.routing(layer.input)
+        if not isinstance(layer, Router):
+            continue
+        owner = owners.get(id(layer))
+        if owner is None and _graph.call_count(layer):
+            outputs.update(_named_outputs(layer.name, layer.output))
+        elif owner is not None and _graph.call_count(owner):
+            outputs.update(_named_outputs(f"{owner.name}/{layer.name}", layer(owner.input)))
     if not outputs:
         raise ValueError(f"Model {model.name!r} has no routing functions to analyse.")
     return outputs
@@ -44,7 +69,7 @@ def routing_weights(model, dataset, max_batches=None):
     routing is averaged over channels, one-hot (mixup) labels become class indices.
     """
     outputs = routing_outputs(model)
-    probe = keras.Model(model.inputs, outputs)
+    probe = keras.Model(model.input, outputs)
     collected, labels = {name: [] for name in outputs}, []
     for index, (images, batch_labels) in enumerate(dataset):
         if max_batches is not None and index >= max_batches:

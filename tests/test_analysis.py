@@ -7,6 +7,7 @@ import keras
 
 from keras_routing import analysis
 from keras_routing.layers import CondConv2D, CondDense, Routing
+from keras_routing.layers.router import Router
 
 
 def small_model():
@@ -53,3 +54,48 @@ def test_model_without_routing_is_rejected():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="no routing"):
         analysis.routing_outputs(model)
+
+
+class TopOneRouter(Router):
+    """Any router, not CondConv's: expert ``argmax`` of a dense layer on the pooled input,
+    returned as ``(indices, one-hot gates)``."""
+
+    def __init__(self, num_experts, **kwargs):
+        super().__init__(num_experts, **kwargs)
+        self.logits = keras.layers.Dense(num_experts, name="logits")
+
+    def build(self, input_shape):
+        self.logits.build(self.global_features_shape(input_shape))
+
+    def call(self, x):
+        index = keras.ops.argmax(self.logits(self.global_features(x)), axis=-1)
+        return index, keras.ops.one_hot(index, self.num_experts)
+
+
+class GatedBlock(keras.layers.Layer):
+    """A block that holds its router: the first expert's gate scales the input."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.gate = TopOneRouter(2, name="gate")
+
+    def call(self, x):
+        _, gates = self.gate(x)
+        return x * gates[:, 0, None, None, None]
+
+
+def test_any_router_is_analysed_called_or_held():
+    inputs = keras.Input((4, 4, 3))
+    _, gates = TopOneRouter(3, name="router")(inputs)
+    x = GatedBlock(name="block")(inputs)
+    model = keras.Model(inputs, [gates, x])
+    images = np.random.default_rng(0).normal(size=(12, 4, 4, 3)).astype("float32")
+    weights, _ = analysis.routing_weights(model, [(images, np.zeros(12))])
+    assert list(weights) == ["router", "block/gate"]  # the integer indices are no weights
+
+    def literal(router):  # one-hot of the argmax of dense(mean over height and width)
+        kernel, bias = (keras.ops.convert_to_numpy(w) for w in router.logits.weights)
+        return np.eye(router.num_experts)[(images.mean(axis=(1, 2)) @ kernel + bias).argmax(-1)]
+
+    np.testing.assert_array_equal(weights["router"], literal(model.get_layer("router")))
+    np.testing.assert_array_equal(weights["block/gate"], literal(model.get_layer("block").gate))

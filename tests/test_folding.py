@@ -5,8 +5,8 @@ import numpy as np
 
 import keras
 
-from keras_routing.folding import Offset, fold_batch_normalization
 from keras_routing.layers import CondConv2D, CondDepthwiseConv2D, Routing
+from keras_routing.transforms.folding import Offset, fold_batch_normalization
 from tests.reference import to_numpy
 
 

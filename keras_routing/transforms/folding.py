@@ -16,13 +16,14 @@ an offset added after the layer, which the converter fuses with the activation t
 
 import keras
 import numpy as np
-from keras.src.models.functional import Functional  # no public name; clone_model tests it too
 
 from keras_routing.layers.cond_conv import CondConv2D, CondDepthwiseConv2D
+from keras_routing.transforms import _graph
 
 FOLDABLE = (CondConv2D, CondDepthwiseConv2D)
 
 
+@keras.saving.register_keras_serializable(package="keras_routing")
 class Offset(keras.layers.Layer):
     """What remains of a folded batch normalization: a constant added per channel."""
 
@@ -54,12 +55,12 @@ def fold_batch_normalization(model):
     factors = {layer.name: _scale_and_offset(bn) for layer, bn in pairs.items()}
     offsets = {bn.name: factors[layer.name][1] for layer, bn in pairs.items()}
 
-    def clone(layer):
+    def replace(layer):
         if layer.name in offsets:
             return Offset(offsets[layer.name], name=layer.name, dtype=layer.dtype_policy)
         return layer.__class__.from_config(layer.get_config())
 
-    folded = keras.models.clone_model(model, clone_function=clone)
+    folded = _graph.clone(model, replace)
     for layer in model.layers:
         if layer.name in offsets or not layer.weights:
             continue
@@ -76,22 +77,22 @@ def fold_batch_normalization(model):
 
 def _foldable_pairs(model):
     """``{CondConv layer: the BatchNormalization that alone consumes its output}``."""
-    if not isinstance(model, Functional):
+    if not _graph.is_functional(model):
         return {}
     pairs = {}
     for bn in model.layers:
-        if not isinstance(bn, keras.layers.BatchNormalization) or len(bn._inbound_nodes) != 1:
+        if not isinstance(bn, keras.layers.BatchNormalization) or _graph.call_count(bn) != 1:
             continue
         if bn.axis not in (-1, len(bn.input.shape) - 1) or bn.renorm:
             continue
-        parents = bn._inbound_nodes[0].parent_nodes
+        parents = _graph.producers(bn)
         if len(parents) != 1:
             continue
-        layer = parents[0].operation
+        layer = parents[0]
         if (
             isinstance(layer, FOLDABLE)
-            and len(layer._inbound_nodes) == 1
-            and len(layer._outbound_nodes) == 1
+            and _graph.call_count(layer) == 1
+            and _graph.consumer_count(layer) == 1
             and layer.activation is keras.activations.linear
         ):
             pairs[layer] = bn
