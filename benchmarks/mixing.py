@@ -17,7 +17,7 @@ import numpy as np
 import keras
 from keras import ops
 from keras_routing.layers import cond_conv_ops
-from keras_routing.layers.base import ExpertLayer
+from keras_routing.layers.experts import StackedExperts
 from timing import compare
 
 
@@ -46,7 +46,7 @@ class MixingAlone(keras.layers.Layer):
 
 def expert_kernel_shapes(model):
     """The kernel shapes of ``model``'s conditional layers, and their float32 megabytes."""
-    shapes = [tuple(layer.kernel.shape) for layer in model.layers if isinstance(layer, ExpertLayer)]
+    shapes = [tuple(layer.kernel.shape) for layer in model.layers if isinstance(layer, StackedExperts)]
     return shapes, sum(4 * np.prod(shape) for shape in shapes) / 1e6
 
 

@@ -6,7 +6,7 @@ Times a training step (``train_on_batch``: forward, backward, SGD update) at bat
 ``--train-size`` pixels, and inference (``predict_on_batch``) at batch 1 and 224x224, the
 paper's resolution (at small resolutions the fixed cost of mixing kernels weighs more).
 Repetitions alternate between the two models; the ratio is of the medians. Targets (issue 3):
-training within 1.5x, batch-1 inference within 1.2x (the paper's multiply-add ratio is 1.06).
+training within 1.5x, batch-1 inference within 1.2x (the profiler's multiply-add ratio beside them).
 With inference, the mixing of every expert kernel is also timed alone (``benchmarks/mixing.py``):
 what reading all experts puts on the inference ratio.
 """

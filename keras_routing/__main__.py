@@ -1,3 +1,3 @@
-from keras_routing.cli import entry_point
+from keras_routing.app.cli import entry_point
 
 entry_point()

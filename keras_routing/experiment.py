@@ -20,9 +20,8 @@ from keras_routing import analysis, zoo
 from keras_routing.data import image_classification, num_examples
 from keras_routing.data.pipelines import prepared_builder
 from keras_routing.profiler import profile
+from keras_routing.recipes import OPTIMIZERS, SCHEDULES
 from keras_routing.training import fit_resumable
-
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
 
 def factory_arguments(model_config, strict=True):
@@ -60,8 +59,8 @@ def make_optimizer(train_config, total_steps, steps_per_epoch):
             warmup_target=rate if warmup else None,
             warmup_steps=warmup,
         )
-    elif train_config["schedule"] != "constant":
-        raise ValueError(f"`schedule` must be 'constant' or 'cosine', got {train_config['schedule']!r}.")
+    elif train_config["schedule"] not in SCHEDULES:
+        raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {train_config['schedule']!r}.")
     decay = train_config.get("weight_decay") or None
     if name == "sgd":
         return keras.optimizers.SGD(rate, momentum=0.9, nesterov=True, weight_decay=decay)
@@ -101,9 +100,37 @@ def datasets(config):
     return train_stream, evaluation, steps, label.num_classes, list(label.names)
 
 
+def is_task(model):
+    """Whether ``model`` owns its loss and metrics, as a task model (``keras_routing.models.task``)
+    does: it overrides ``compute_loss``. The command compiles it with the recipe's optimizer alone."""
+    return type(model).compute_loss is not keras.Model.compute_loss
+
+
+def compile_for(model, optimizer, mixup=False):
+    """Compile ``model`` as the command trains it; returns ``(metric to monitor, mode)``.
+
+    A task model gets ``optimizer`` alone and keeps its own loss and metrics (monitored: the
+    held-out loss). Any other model must be a classifier with one output: cross-entropy and
+    accuracy, on one-hot labels with ``mixup``."""
+    if is_task(model):
+        model.compile(optimizer=optimizer)
+        return "val_loss", "min"
+    if len(model.outputs) != 1:
+        raise ValueError(
+            f"{model.name} has {len(model.outputs)} outputs: the command trains classifiers with one "
+            "output, or task models that own their loss (keras_routing.models.task)."
+        )
+    loss = "categorical_crossentropy" if mixup else "sparse_categorical_crossentropy"
+    metric = "categorical_accuracy" if mixup else "accuracy"
+    model.compile(optimizer, loss, metrics=[metric])
+    return f"val_{metric}", "max"
+
+
 def run(config, output_dir, verbose=1, scope=None, plots=True, baseline=False):
     """Train, evaluate and save one model; returns ``(results written to results.json, model)``.
-    ``baseline``: the model is a baseline built from its CondConv model's configuration."""
+    ``baseline``: the model is a baseline built from its CondConv model's configuration.
+    The results hold every held-out metric (``metrics``) and, where one was computed, the
+    ``accuracy``."""
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config["train"]["seed"])
@@ -112,19 +139,15 @@ def run(config, output_dir, verbose=1, scope=None, plots=True, baseline=False):
     mixup = bool(config["data"].get("mixup"))
     with (scope or contextlib.nullcontext)():  # a distribution strategy's scope, if any
         model = build_model(config["model"], config["data"]["image_size"], classes, strict=not baseline)
-        loss = "categorical_crossentropy" if mixup else "sparse_categorical_crossentropy"
-        metric = "categorical_accuracy" if mixup else "accuracy"
-        model.compile(make_optimizer(config["train"], epochs * steps, steps), loss, metrics=[metric])
+        optimizer = make_optimizer(config["train"], epochs * steps, steps)
+        monitor, mode = compile_for(model, optimizer, mixup)
     if mixup:  # evaluation labels are indices; mixup training needs one-hot
         evaluation = evaluation.map(lambda x, y: (x, keras.ops.one_hot(y, classes)))
     callbacks = [
         keras.callbacks.CSVLogger(str(output_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(output_dir / "logs"), write_graph=False),
         keras.callbacks.ModelCheckpoint(
-            str(output_dir / "checkpoints" / "best.keras"),
-            monitor=f"val_{metric}",
-            mode="max",
-            save_best_only=True,
+            str(output_dir / "checkpoints" / "best.keras"), monitor=monitor, mode=mode, save_best_only=True
         ),
     ]
     (output_dir / "checkpoints").mkdir(exist_ok=True)
@@ -143,16 +166,18 @@ def run(config, output_dir, verbose=1, scope=None, plots=True, baseline=False):
         log=print,
     )
     seconds = time.perf_counter() - start
-    loss_value, accuracy = model.evaluate(evaluation, verbose=0)
+    metrics = {k: float(v) for k, v in model.evaluate(evaluation, verbose=0, return_dict=True).items()}
     model_path = output_dir / "model.keras"
     model.save(model_path)
     counts = profile(model)
+    accuracy = metrics.get(monitor[len("val_") :]) if mode == "max" else metrics.get("accuracy")
     results = {
         "model": config["model"]["name"],
         "dataset": config["data"]["dataset"],
         "backend": keras.backend.backend(),
-        "accuracy": float(accuracy),
-        "loss": float(loss_value),
+        "accuracy": accuracy,
+        "loss": metrics.get("loss"),
+        "metrics": metrics,
         "train_seconds": round(seconds, 1),
         "epochs": epochs,
         "params": counts.params,

@@ -19,6 +19,14 @@ from keras_routing import validation
 
 SECTIONS = ("model", "data", "train", "paper", "measured", "requires")
 
+# The settings that name one of a few choices; the command offers them as its options' choices
+# (this module imports neither Keras nor NumPy, so the command reads them before choosing the
+# backend). The optimizers are built by `keras_routing.experiment.make_optimizer`, the
+# augmentations by `keras_routing.data.image_classification` (besides None, no augmentation).
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine")
+AUGMENTATIONS = ("flip", "randaugment")
+
 # What `keras-routing train <model>` uses when neither a recipe nor an option says otherwise:
 # a run that fits on a laptop CPU, on the embedded digits.
 DEFAULTS = {
@@ -46,6 +54,19 @@ DEFAULTS = {
 }
 OPTIONAL = {"data": {"data_dir"}, "train": set()}
 
+
+def _one_of(choices):
+    """A check that the value is one of ``choices``, called as the checks of ``validation`` are."""
+
+    def check(value, name, owner=None):
+        if value not in choices:
+            prefix = f"{owner}: " if owner else ""
+            raise ValueError(f"{prefix}`{name}` must be one of {list(choices)}, got {value!r}.")
+        return value
+
+    return check
+
+
 # What each setting must be when given (None is "not given"): a check of
 # `keras_routing.validation`, called as `check(value, name, owner=...)`. The model's are the
 # factory arguments the zoo's factories share.
@@ -64,6 +85,9 @@ RULES = {
     "weight_decay": functools.partial(validation.number, at_least=0),
     "seed": functools.partial(validation.integer, minimum=0),
     "backup_every": validation.integer,
+    "augment": _one_of((None, "none", *AUGMENTATIONS)),  # the command spells None "none"
+    "optimizer": _one_of(OPTIMIZERS),
+    "schedule": _one_of(SCHEDULES),
 }
 
 
@@ -119,4 +143,6 @@ def resolve(recipe, overrides, origin=None):
         if value is not None:
             check(key, value, option_name(key))
             merged[section][key] = value
+    if merged["data"]["augment"] == "none":
+        merged["data"]["augment"] = None
     return merged

@@ -19,7 +19,7 @@ if backend == "tensorflow":
 
 import keras  # noqa: E402
 
-from keras_routing.distribution import data_parallel  # noqa: E402
+from keras_routing.training import data_parallel  # noqa: E402
 from keras_routing.layers import CondConv2D  # noqa: E402
 
 

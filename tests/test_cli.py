@@ -9,8 +9,10 @@ import pytest
 
 import keras
 
-from keras_routing import cli, zoo
+from keras_routing import zoo
+from keras_routing.app import cli
 from keras_routing.data import image_classification
+from keras_routing.models.task import Task
 
 
 def run(capsys, *argv):
@@ -101,7 +103,11 @@ def test_mistakes_get_one_line_and_status_2(capsys, argv, names, tmp_path, monke
 def test_zoo_list_names_every_model(capsys):
     status, out, _ = run(capsys, "zoo", "list")
     assert status == 0
-    assert [line.split()[0] for line in out.strip().splitlines()] == zoo.list_models()
+    lines = out.strip("\n").splitlines()
+    assert [line for line in lines if not line.startswith(" ")] == zoo.families()  # grouped by family
+    names = [line.split()[0] for line in lines if line.startswith(" ")]
+    assert names == [name for family in zoo.families() for name in zoo.list_models(family=family)]
+    assert sorted(names) == zoo.list_models()
 
 
 def test_profile_counts_the_models_parameters(capsys):
@@ -196,3 +202,117 @@ def test_train_evaluate_export_from_a_recipe(capsys, tmp_path, digits_dir):
         capsys, "export", str(output / "model.keras"), "--format", "onnx", "--quantize", "dynamic"
     )
     assert status == 2 and "applies to format='litert' only" in err
+
+
+@keras.saving.register_keras_serializable(package="keras_routing_tests")
+class TwoHeadTask(Task):
+    """A task with two outputs, its own loss (``compute_loss``: cross-entropy of the class logits
+    plus ``AUX_WEIGHT`` times the mean square of the second head) and its own metric,
+    ``cross_entropy`` (per example, over the split)."""
+
+    AUX_WEIGHT = 0.1
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cross_entropy = keras.metrics.Mean(name="cross_entropy")
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        total = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        losses = keras.losses.sparse_categorical_crossentropy(y, y_pred["classes"], from_logits=True)
+        self.cross_entropy.update_state(keras.ops.mean(losses), sample_weight=keras.ops.shape(losses)[0])
+        return (
+            total + keras.ops.mean(losses) + self.AUX_WEIGHT * keras.ops.mean(keras.ops.square(y_pred["aux"]))
+        )
+
+
+def two_head_task(image_size, classes):
+    inputs = keras.Input((image_size, image_size, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = {
+        "classes": keras.layers.Dense(classes, name="classes")(x),
+        "aux": keras.layers.Dense(2, name="aux")(x),
+    }
+    return TwoHeadTask(inputs, outputs, name="two_head_task")
+
+
+def test_a_task_model_trains_evaluates_and_exports_through_the_command(
+    capsys, tmp_path, digits_dir, monkeypatch
+):
+    """A model that owns its loss and has two outputs: the command compiles it with the recipe's
+    optimizer alone, reports every metric it has, and exports both outputs."""
+    from keras_routing import experiment
+
+    monkeypatch.setattr(
+        experiment, "build_model", lambda config, size, classes, strict=True: two_head_task(size, classes)
+    )
+    recipe = tmp_path / "task.toml"
+    recipe.write_text(
+        '[model]\nname = "mobilenet_v1"\n[data]\ndataset = "embedded_digits"\nimage_size = 32\n'
+        "[train]\nepochs = 1\nbatch_size = 32\n"
+    )
+    output = tmp_path / "run"
+    status, out, err = run(
+        capsys,
+        "train",
+        str(recipe),
+        "--take",
+        "128",
+        "--output",
+        str(output),
+        "--data-dir",
+        digits_dir,
+        "--optimizer",
+        "sgd",
+        "--learning-rate",
+        "0.05",
+        "--quiet",
+        "--no-plots",
+        "--export",
+        "saved_model",
+        "litert",
+    )
+    assert status == 0, err
+    results = json.loads((output / "results.json").read_text())
+    assert set(results["metrics"]) == {"loss", "cross_entropy"} and results["accuracy"] is None
+    assert "cross_entropy" in (output / "history.csv").read_text().splitlines()[0]  # trained on its own loss
+    model = keras.saving.load_model(output / "model.keras")
+    assert isinstance(model, TwoHeadTask) and isinstance(model.optimizer, keras.optimizers.SGD)
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.05)
+
+    # Every metric, against the task's formulas in NumPy on the held-out split.
+    data = image_classification("embedded_digits", "test", 32, 500, shuffle=False, data_dir=digits_dir)
+    images, labels = (
+        np.concatenate(parts) for parts in zip(*((np.asarray(x), np.asarray(y)) for x, y in data))
+    )
+    outputs = {
+        k: np.asarray(keras.ops.convert_to_numpy(v)) for k, v in model.predict(images, verbose=0).items()
+    }
+    logits = outputs["classes"] - outputs["classes"].max(-1, keepdims=True)
+    cross_entropy = np.mean(np.log(np.exp(logits).sum(-1)) - logits[np.arange(len(labels)), labels])
+    expected = {"cross_entropy": cross_entropy, "loss": cross_entropy + 0.1 * np.mean(outputs["aux"] ** 2)}
+    for name, value in expected.items():
+        assert results["metrics"][name] == pytest.approx(value, rel=1e-4)
+    status, out, err = run(capsys, "evaluate", str(output / "model.keras"), "--data-dir", digits_dir)
+    assert status == 0, err
+    printed = dict(part.split() for part in out.split(": ", 1)[1].split(" on ")[0].split(", "))
+    assert set(printed) == set(expected)
+    for name, value in expected.items():
+        assert float(printed[name]) == pytest.approx(value, rel=1e-3)
+
+    # Both outputs exported: the SavedModel's and the LiteRT model's, against the Keras model's.
+    import tensorflow as tf
+
+    from keras_routing.deploy import run_litert
+
+    batch = images[:4]
+    reference = {k: v[:4] for k, v in outputs.items()}
+    loaded = tf.saved_model.load(str(output / "export_saved_model"))
+    served = {k: v.numpy() for k, v in loaded.serve(tf.constant(batch)).items()}
+    litert = run_litert(output / "model.tflite", batch)
+    exports = json.loads((output / "summary.json").read_text())["exports"]
+    assert "accuracy" not in exports["litert"]  # no accuracy for a task: its metrics say what it does
+    for got in (served, litert):
+        assert set(got) == set(reference)
+        for name in reference:
+            np.testing.assert_allclose(got[name], reference[name], rtol=1e-4, atol=1e-5)

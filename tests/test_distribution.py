@@ -34,7 +34,7 @@ def test_two_virtual_devices_match_one():
 def test_torch_is_refused_with_a_clear_error():
     if keras.backend.backend() != "torch":
         pytest.skip("the refusal is for PyTorch")
-    from keras_routing.distribution import data_parallel
+    from keras_routing.training import data_parallel
 
     with pytest.raises(ValueError, match="PyTorch"):
         data_parallel()

@@ -10,6 +10,7 @@ import pytest
 
 import keras
 from keras_routing import deploy, zoo
+from keras_routing.deploy import worker
 from keras_routing.data import load_digit_images
 from tests.reference import to_numpy
 from tests.seeds import SEED, record
@@ -242,21 +243,42 @@ def test_bad_requests(request_, message, tmp_path):
 
 
 def test_a_bad_request_found_by_the_tensorflow_process_is_a_value_error(tmp_path, monkeypatch):
-    """What the export command (the TensorFlow process) refuses with status 2 comes back as the
+    """What the export worker (the TensorFlow process) refuses with status 2 comes back as the
     ValueError it was, not as a RuntimeError with its stderr."""
     import subprocess
 
-    refused = subprocess.CompletedProcess(
-        [], 2, "", "some warning\nkeras-routing: error: cc cannot be converted.\n"
-    )
-    monkeypatch.setattr(deploy.subprocess, "run", lambda *args, **kwargs: refused)
+    refused = subprocess.CompletedProcess([], 2, "", f"some warning\n{worker.ERROR}cc cannot be converted.\n")
+    monkeypatch.setattr(worker.subprocess, "run", lambda *args, **kwargs: refused)
     model = zoo.mobilenet_v1(0.25, input_shape=(SIZE, SIZE, 3), classes=10)
     with pytest.raises(ValueError, match="^cc cannot be converted.$"):
-        deploy._export_with_tensorflow(model, tmp_path / "model.tflite", "litert", None, None, 1)
+        worker.convert_in_tensorflow(model, tmp_path / "model.tflite", "litert", batch_size=1)
     crashed = subprocess.CompletedProcess([], 1, "", "Traceback ...\nSegfault\n")
-    monkeypatch.setattr(deploy.subprocess, "run", lambda *args, **kwargs: crashed)
+    monkeypatch.setattr(worker.subprocess, "run", lambda *args, **kwargs: crashed)
     with pytest.raises(RuntimeError, match="Exporting through TensorFlow failed"):
-        deploy._export_with_tensorflow(model, tmp_path / "model.tflite", "litert", None, None, 1)
+        worker.convert_in_tensorflow(model, tmp_path / "model.tflite", "litert", batch_size=1)
+
+
+def test_the_worker_reports_a_refused_conversion_in_one_line(tmp_path):
+    """The worker itself, run as ``export`` runs it: a conversion the converter refuses (here,
+    calibration examples of a shape the model does not take, which ``export`` would have caught
+    first) exits with status 2 and the refusal on one line of stderr."""
+    import os
+    import subprocess
+    import sys
+
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Dense(3)(inputs)).save(tmp_path / "model.keras")
+    np.save(tmp_path / "calibration.npy", np.ones((2, 5), "float32"))
+    result = subprocess.run(
+        [sys.executable, "-m", worker.MODULE, str(tmp_path / "model.keras"), str(tmp_path / "model.tflite")]
+        + ["--format", "litert", "--quantize", "int8", "--calibration", str(tmp_path / "calibration.npy")],
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+        capture_output=True,
+        text=True,
+    )
+    errors = [line for line in result.stderr.splitlines() if line.startswith(worker.ERROR)]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+    assert "cannot be converted to LiteRT" in errors[0]
 
 
 class _Argmax(keras.layers.Layer):

@@ -40,3 +40,37 @@ def test_options_override_the_recipe():
         {("train", "epochs"): 2, ("train", "seed"): None},
     )
     assert config["train"]["epochs"] == 2 and config["train"]["seed"] == recipes.DEFAULTS["train"]["seed"]
+
+
+@pytest.mark.parametrize(
+    "section, key, value",
+    [("train", "optimizer", "adamw"), ("train", "schedule", "step"), ("data", "augment", "cutout")],
+)
+def test_choices_are_checked_before_any_work(section, key, value):
+    with pytest.raises(ValueError, match=rf"Recipe \[{section}\]: `{key}` must be one of \["):
+        recipes.resolve({"model": {"name": "mobilenet_v1"}, section: {key: value}}, {})
+
+
+def test_no_augmentation_is_none_however_it_is_spelled():
+    for spelling in ("none", None):
+        config = recipes.resolve({"model": {"name": "mobilenet_v1"}, "data": {"augment": spelling}}, {})
+        assert config["data"]["augment"] is None
+
+
+def test_every_optimizer_choice_is_built():
+    import keras
+
+    from keras_routing import experiment
+
+    classes = {
+        "adam": keras.optimizers.Adam,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }
+    assert set(recipes.OPTIMIZERS) == set(classes)
+    for name in recipes.OPTIMIZERS:
+        for schedule in recipes.SCHEDULES:
+            train = {**recipes.DEFAULTS["train"], "optimizer": name, "schedule": schedule}
+            assert isinstance(
+                experiment.make_optimizer(train, total_steps=10, steps_per_epoch=5), classes[name]
+            )

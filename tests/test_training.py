@@ -13,6 +13,7 @@ import keras
 
 from keras_routing.data import image_classification
 from keras_routing.layers import CondConv2D
+from keras_routing.models.task import Task
 from keras_routing.training import StepBackup, fit_resumable
 
 EPOCHS, STEPS, BATCH = 3, 4, 16
@@ -193,6 +194,83 @@ def test_resumed_run_says_so_and_logs_each_epoch_whole(digits_dir, tmp_path, cap
     for ours, theirs in zip(
         weights(resumed), weights(reference_model)
     ):  # resumed mid-epoch: the same weights
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+class ParityTask(Task):
+    """A task with two outputs, its own loss (``compute_loss``) and metric, no compiled loss."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.parity_loss = keras.metrics.Mean(name="parity_loss")
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        total = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        classes = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, y_pred["classes"]))
+        parity = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y % 2, y_pred["parity"]))
+        self.parity_loss.update_state(parity)
+        return total + classes + 0.5 * parity
+
+
+def build_two_outputs(task):
+    """``build()``'s network with a second head (the digit's parity): a task model, or a plain
+    model compiled with a dict of losses and of metrics."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1))
+    x = CondConv2D(8, 3, 4, strides=2, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.3)(x)
+    outputs = {
+        "classes": keras.layers.Dense(10, activation="softmax", name="classes")(x),
+        "parity": keras.layers.Dense(2, activation="softmax", name="parity")(x),
+    }
+    if task:
+        model = ParityTask(inputs, outputs)
+        model.compile(keras.optimizers.Adam(1e-2))
+    else:
+        model = keras.Model(inputs, outputs)
+        model.compile(
+            keras.optimizers.Adam(1e-2),
+            loss={"classes": "sparse_categorical_crossentropy", "parity": "sparse_categorical_crossentropy"},
+            loss_weights={"classes": 1.0, "parity": 0.5},
+            metrics={"classes": ["accuracy"], "parity": ["accuracy"]},
+        )
+    return model
+
+
+@pytest.mark.parametrize("task", [False, True], ids=["dict_of_losses", "task"])
+def test_a_model_with_two_outputs_resumes_to_the_uninterrupted_run(task, digits_dir, tmp_path):
+    """Two outputs, either a dict of losses and metrics or a task's own loss and metric: killed
+    mid-epoch (step 7; backup at step 6), the resumed run ends with the uninterrupted run's
+    weights and logs each epoch over all its steps, every loss and metric as that run does."""
+    labels = {True: lambda x, y: (x, y), False: lambda x, y: (x, {"classes": y, "parity": y % 2})}[task]
+
+    def fit(model, directory, history, *callbacks):
+        return fit_resumable(
+            model,
+            stream(digits_dir).map(labels),
+            epochs=EPOCHS,
+            steps_per_epoch=STEPS,
+            backup_dir=directory,
+            backup_every=2,
+            callbacks=[*callbacks, keras.callbacks.CSVLogger(str(history), append=True)],
+            verbose=0,
+        )
+
+    reference_model = build_two_outputs(task)
+    fit(reference_model, tmp_path / "ref", tmp_path / "reference.csv")
+    with pytest.raises(Interrupt):
+        fit(build_two_outputs(task), tmp_path / "run", tmp_path / "history.csv", KillAt(7))
+    resumed = build_two_outputs(task)
+    fit(resumed, tmp_path / "run", tmp_path / "history.csv")
+    rows, reference = read_history(tmp_path / "history.csv"), read_history(tmp_path / "reference.csv")
+    expected_keys = {"parity_loss"} if task else {"classes_loss", "parity_loss", "classes_accuracy"}
+    assert expected_keys <= set(reference[0]), reference[0]
+    assert [set(row) for row in rows] == [set(row) for row in reference] and len(rows) == EPOCHS
+    for row, expected in zip(rows, reference):
+        for key in expected:
+            assert row[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), (key, row, expected)
+    for ours, theirs in zip(weights(resumed), weights(reference_model)):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 

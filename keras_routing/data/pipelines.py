@@ -17,11 +17,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from keras_routing.data import digits_builder
+from keras_routing.recipes import AUGMENTATIONS  # with recipes' other choices, for the command
 from keras_routing.validation import integer, is_integer, number
 
 # How each zoo family expects its pixels (as keras.applications' preprocess_input does).
 PREPROCESSING = ("mobilenet", "caffe", "unit", "raw")
-AUGMENTATIONS = (None, "flip", "randaugment")
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
@@ -113,7 +113,7 @@ def image_classification(
       ``data_dir`` (or be a dataset that prepares itself offline, like ``embedded_digits``).
     """
     height, width = _size(image_size)
-    _check("augment", augment, AUGMENTATIONS)
+    _check("augment", augment, (None, *AUGMENTATIONS))
     _check("preprocessing", preprocessing, PREPROCESSING)
     _check("channels", channels, (1, 3))
     mixup = number(mixup, "mixup", at_least=0)  # 0 turns it off

@@ -7,10 +7,11 @@
     keras-routing profile cc_mobilenet_v1 --width 0.5
     keras-routing zoo list
 
-``--backend`` picks Keras's backend, so Keras is imported only after the options are read.
-Mistakes in the command (unknown model, dataset, backend or option; a value out of range, from an
-option or a recipe; a file that is not a model or a recipe) print one line saying what is wrong
-and what is valid, and exit with status 2.
+``--backend`` picks Keras's backend, so Keras is imported only after the options are read (this
+module and the choices it imports import no Keras); then ``keras_routing.app.commands`` runs the
+subcommand. Mistakes in the command (unknown model, dataset, backend or option; a value out of
+range, from an option or a recipe; a file that is not a model or a recipe) print one line saying
+what is wrong and what is valid, and exit with status 2.
 """
 
 import argparse
@@ -18,14 +19,13 @@ import os
 import pathlib
 import sys
 
+from keras_routing.app import UsageError
+from keras_routing.deploy.formats import FORMATS, QUANTIZATIONS
+from keras_routing.recipes import AUGMENTATIONS, OPTIMIZERS, SCHEDULES
+
 BACKENDS = ("tensorflow", "jax", "torch")
-EXPORT_FORMATS = ("saved_model", "litert", "onnx")
 # What `train --export` writes: the formats, and an int8 LiteRT model calibrated on training images.
-TRAIN_EXPORTS = (*EXPORT_FORMATS, "litert_int8")
-
-
-class UsageError(Exception):
-    """A mistake in the command line: reported in one line, exit status 2."""
+TRAIN_EXPORTS = (*FORMATS, "litert_int8")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,12 +49,12 @@ def _parser():
     train.add_argument("--width", type=float)
     train.add_argument("--experts", type=int)
     train.add_argument("--dropout", type=float)
-    train.add_argument("--augment", choices=("none", "flip", "randaugment"))
+    train.add_argument("--augment", choices=("none", *AUGMENTATIONS))
     train.add_argument("--mixup", type=float, help="mixup alpha (the paper: 0.2); 0 = off")
     train.add_argument("--epochs", type=int)
-    train.add_argument("--optimizer", choices=("adam", "sgd", "rmsprop"))
+    train.add_argument("--optimizer", choices=OPTIMIZERS)
     train.add_argument("--learning-rate", type=float)
-    train.add_argument("--schedule", choices=("constant", "cosine"))
+    train.add_argument("--schedule", choices=SCHEDULES)
     train.add_argument("--seed", type=int)
     train.add_argument("--take", type=int, help="train on the first N examples only")
     train.add_argument(
@@ -79,10 +79,10 @@ def _parser():
 
     export = commands.add_parser("export", help="export a saved .keras model for deployment")
     export.add_argument("model", type=pathlib.Path, help="a .keras file")
-    export.add_argument("--format", choices=EXPORT_FORMATS, default="saved_model")
+    export.add_argument("--format", choices=FORMATS, default="saved_model")
     export.add_argument(
         "--quantize",
-        choices=("dynamic", "int8"),
+        choices=[q for q in QUANTIZATIONS if q is not None],
         help="LiteRT only: int8 weights, or weights and activations (needs --representative)",
     )
     export.add_argument(
@@ -133,7 +133,7 @@ def main(argv=None):
     try:
         args = _parser().parse_args(argv)
         _select_backend(args.backend)
-        from keras_routing import commands  # imports Keras, on the chosen backend
+        from keras_routing.app import commands  # imports Keras, on the chosen backend
 
         return commands.COMMANDS[args.command](args) or 0
     except (UsageError, ValueError) as error:  # bad requests: one line, no traceback

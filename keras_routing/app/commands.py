@@ -1,4 +1,4 @@
-"""What each ``keras-routing`` subcommand does, once the backend is chosen (see ``cli``)."""
+"""What each ``keras-routing`` subcommand does, once ``keras_routing.app.cli`` has chosen the backend."""
 
 import contextlib
 import json
@@ -17,13 +17,15 @@ from rich.progress import track
 from rich.table import Table
 
 from keras_routing import experiment, recipes, zoo
-from keras_routing.cli import UsageError
+from keras_routing.app import UsageError
 from keras_routing.data import image_classification, num_examples
-from keras_routing.distribution import data_parallel
-from keras_routing.deploy import CALIBRATION_EXAMPLES, litert_predictor
-from keras_routing.deploy import export as export_model
+from keras_routing.deploy.exporter import CALIBRATION_EXAMPLES
+from keras_routing.deploy.exporter import export as export_model
+from keras_routing.deploy.formats import SUFFIXES
+from keras_routing.deploy.litert import litert_predictor
 from keras_routing.profiler import profile as count
 from keras_routing.seed_spread import SeedSpread
+from keras_routing.training import data_parallel
 
 console = Console(soft_wrap=True)  # paths stay whole, to copy and paste
 
@@ -80,8 +82,6 @@ def _config(args):
         if key not in ("seed", "backup_every", "data_dir")
     )
     spread = SeedSpread.from_recipe(recipe.get("measured", {})) if same_settings else None
-    if config["data"]["augment"] == "none":
-        config["data"]["augment"] = None
     _check_model_name(config["model"]["name"])
     _check_dataset(config["data"]["dataset"])
     experiment.factory_arguments(config["model"])  # before any training (the baseline's included)
@@ -150,8 +150,9 @@ def _native_output_silenced():
 
 
 def _export_trained(model, formats, config, output):
-    """Export the trained model in each format; a LiteRT model is also evaluated on the
-    held-out split, so the table shows what converting (and quantizing) cost in accuracy."""
+    """Export the trained model in each format; a LiteRT model of a classifier is also
+    evaluated on the held-out split, so the table shows what converting (and quantizing) cost
+    in accuracy."""
     exports, evaluation = {}, None
     data = config["data"]
     for fmt in formats:
@@ -179,11 +180,18 @@ def _export_trained(model, formats, config, output):
             quantize="int8" if calibration is not None else None,
             representative_dataset=calibration,
         )
-        if evaluation is None:
-            _, evaluation, *_ = experiment.datasets(config)
-        accuracy, _ = _accuracy(litert_predictor(path), evaluation)
-        exports[fmt] = {"path": str(path.resolve()), "accuracy": accuracy}
+        exports[fmt] = {"path": str(path.resolve())}
+        if _is_classifier(model):
+            if evaluation is None:
+                _, evaluation, *_ = experiment.datasets(config)
+            exports[fmt]["accuracy"], _ = _accuracy(litert_predictor(path), evaluation)
     return exports
+
+
+def _is_classifier(model):
+    """Whether ``model`` is what the command's accuracy is computed for: one output, class scores
+    (not a task model, which says what it measures with its own metrics)."""
+    return not experiment.is_task(model) and len(model.outputs) == 1
 
 
 def _accuracy(predict, batches):
@@ -230,13 +238,16 @@ def _print_summary(runs, exports, output, spread=None):
             name,
             f"{r['params'] / 1e6:.2f}M",
             f"{r['madds'] / 1e6:.2f}M",
-            f"{r['accuracy']:.2%}",
+            "-" if r["accuracy"] is None else f"{r['accuracy']:.2%}",
             f"{r['train_seconds']:.1f} s",
         ]
         if spread is not None:
             row.insert(4, spread.summary(spread.condconv if index == len(runs) - 1 else spread.baseline))
         table.add_row(*row)
     console.print(table)
+    for name, r in runs.items():  # a task model's own metrics, which the table has no column for
+        if set(r["metrics"]) - {"loss", "accuracy", "categorical_accuracy"}:
+            console.print(f"{name}: {_metrics_text(r['metrics'])}")
     if spread is not None:
         base, cond = runs
         console.print(
@@ -256,7 +267,7 @@ def _print_summary(runs, exports, output, spread=None):
     console.print(
         f"logs:         {(output / 'history.csv').resolve()}, TensorBoard {(output / 'logs').resolve()}"
     )
-    for plot, path in last["plots"].items():
+    for path in last["plots"].values():
         console.print(f"plot:         {path}")
     for fmt, export in exports.items():
         accuracy = (
@@ -264,6 +275,10 @@ def _print_summary(runs, exports, output, spread=None):
         )
         console.print(f"export ({fmt}): {export['path']}{accuracy}")
     console.print(f"summary:      {(output / 'summary.json').resolve()}")
+
+
+def _metrics_text(metrics):
+    return ", ".join(f"{name} {value:.4g}" for name, value in metrics.items())
 
 
 def _check_options(args, *keys):
@@ -306,8 +321,16 @@ def evaluate(args):
         preprocessing=_preprocessing_of(model),
         data_dir=args.data_dir,
     )
-    batches = -(-num_examples(dataset, split, args.data_dir) // batch_size)
+    examples = num_examples(dataset, split, args.data_dir)
     start = time.perf_counter()
+    if not _is_classifier(model):  # a task model, or several outputs: every metric it has
+        metrics = _compiled(model, args.model).evaluate(data, verbose=0, return_dict=True)
+        console.print(
+            f"{args.model}: {_metrics_text(metrics)} on {dataset} {split} "
+            f"({examples:,} examples, {time.perf_counter() - start:.1f} s)"
+        )
+        return 0
+    batches = -(-examples // batch_size)
     progress = track(
         data, description=f"evaluating on {dataset} {split}", total=batches, console=console, transient=True
     )
@@ -319,10 +342,23 @@ def evaluate(args):
     return 0
 
 
+def _compiled(model, path):
+    """``model`` ready to ``evaluate``: as it was saved compiled, or a task model with its own
+    loss and metrics."""
+    if not model.compiled:
+        if not experiment.is_task(model):
+            raise UsageError(
+                f"{path} has {len(model.outputs)} outputs and was saved without a compiled loss: "
+                "compile it before saving, to say what evaluating it measures."
+            )
+        model.compile()
+    return model
+
+
 def export(args):
     _check_options(args, "batch_size", "image_size")
     model = _load(args.model)
-    suffix = {"saved_model": "_saved_model", "litert": ".tflite", "onnx": ".onnx"}[args.format]
+    suffix = SUFFIXES.get(args.format, "_saved_model")  # a SavedModel: a directory
     default = args.model.stem + ("_int8" if args.quantize == "int8" else "") + suffix
     output = args.output or args.model.with_name(default)
     calibration = None if args.representative is None else _representative(args, model)
@@ -364,8 +400,11 @@ def profile(args):
 
 
 def zoo_command(args):
-    for name in zoo.list_models():
-        console.print(f"{name:<18} inputs: {zoo.preprocessing(name)} preprocessing")
+    for family in zoo.families():
+        console.print(family)
+        for name in zoo.list_models(family=family):
+            info = zoo.info(name)
+            console.print(f"  {name:<18} {info.task}, inputs: {info.preprocessing} preprocessing")
     return 0
 
 
