@@ -16,13 +16,28 @@ import importlib.util
 import sys
 
 __version__ = "0.1.0"
-_SUBMODULES = ("analysis", "data", "layers", "training", "zoo")
+_SUBMODULES = (
+    "analysis",
+    "data",
+    "deploy",
+    "layers",
+    "losses",
+    "metrics",
+    "models",
+    "profiler",
+    "schedules",
+    "training",
+    "transforms",
+    "zoo",
+)
 _FUNCTIONS = {
+    "Task": "keras_routing.models.task",
     "profile": "keras_routing.profiler",
     "Profile": "keras_routing.profiler",
     "export": "keras_routing.deploy",
+    "set_inference": "keras_routing.layers",
 }
-__all__ = ["Profile", "export", "profile", *_SUBMODULES, "__version__"]
+__all__ = ["Profile", "Task", "export", "profile", "set_inference", *_SUBMODULES, "__version__"]
 
 
 def __getattr__(name):
@@ -35,6 +50,16 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(__all__)
+
+
+# Modules whose layers register with Keras's serialization: the layers, and those the transforms
+# create (a folded model's ``Offset``), the schedules in layers' configs and the task models.
+_REGISTERING = (
+    "keras_routing.layers",
+    "keras_routing.transforms",
+    "keras_routing.schedules",
+    "keras_routing.models.task",
+)
 
 
 class _RegisterLayersAfterKeras(importlib.abc.MetaPathFinder):
@@ -52,13 +77,15 @@ class _RegisterLayersAfterKeras(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             load(module)
-            importlib.import_module("keras_routing.layers")
+            for registering in _REGISTERING:
+                importlib.import_module(registering)
 
         spec.loader.exec_module = exec_module
         return spec
 
 
 if "keras" in sys.modules:
-    importlib.import_module("keras_routing.layers")
+    for _module in _REGISTERING:
+        importlib.import_module(_module)
 elif not any(isinstance(finder, _RegisterLayersAfterKeras) for finder in sys.meta_path):
     sys.meta_path.insert(0, _RegisterLayersAfterKeras())
