@@ -30,7 +30,7 @@ test: setup
 	@failed=""; \
 	for backend in $(BACKENDS); do \
 		echo "=== KERAS_BACKEND=$$backend"; \
-		KERAS_BACKEND=$$backend $(BIN)/python -m pytest $(PYTEST_ARGS) 2>&1 | tee $(VENV)/test-$$backend.log; \
+		KERAS_BACKEND=$$backend $(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS) 2>&1 | tee $(VENV)/test-$$backend.log; \
 		[ $${PIPESTATUS[0]} -eq 0 ] || failed="$$failed $$backend"; \
 	done; \
 	echo "=== summary"; \
