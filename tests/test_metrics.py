@@ -8,6 +8,7 @@ import keras
 
 from keras_routing import metrics
 from keras_routing.models.task import Task
+from tests.interrupt import Interrupt, KillAt
 
 
 def numpy(x):
@@ -91,21 +92,6 @@ def test_a_statistic_is_a_non_trainable_float32_weight_and_names_are_checked():
         metrics.add_statistic(layer, "zero fraction")
 
 
-class Interrupt(Exception):
-    pass
-
-
-class StopAt(keras.callbacks.Callback):
-    def __init__(self, step):
-        super().__init__()
-        self.step, self.seen = step, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seen += 1
-        if self.seen == self.step:
-            raise Interrupt
-
-
 def test_an_epoch_resumed_mid_way_logs_the_statistics_of_all_its_steps(tmp_path):
     """``fit_resumable`` adds the backed-up running totals of every metric: the statistics' too."""
     import tensorflow as tf
@@ -123,7 +109,7 @@ def test_an_epoch_resumed_mid_way_logs_the_statistics_of_all_its_steps(tmp_path)
             steps_per_epoch=3,
             backup_dir=tmp_path,
             backup_every=2,
-            callbacks=[StopAt(5)],
+            callbacks=[KillAt(5)],
             verbose=0,
         )
     history = fit_resumable(build(), stream, epochs=2, steps_per_epoch=3, backup_dir=tmp_path, verbose=0)

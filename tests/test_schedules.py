@@ -9,6 +9,7 @@ import keras
 
 from keras_routing import losses, schedules
 from keras_routing.training import fit_resumable
+from tests.interrupt import Interrupt, KillAt
 
 
 def numpy(x):
@@ -154,21 +155,6 @@ def test_a_stage_switch_happens_at_its_epoch_within_fit():
     np.testing.assert_allclose(history.history["loss"], [0.5, 0.5, 0.5, 0.0], atol=1e-7)
 
 
-class Interrupt(Exception):
-    pass
-
-
-class StopAt(keras.callbacks.Callback):
-    def __init__(self, step):
-        super().__init__()
-        self.step, self.seen = step, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seen += 1
-        if self.seen == self.step:
-            raise Interrupt
-
-
 def stream(epochs, steps, batch=2):
     import tensorflow as tf
 
@@ -198,7 +184,7 @@ def test_a_resumed_run_continues_the_schedule_at_the_exact_step(stop_at, tmp_pat
             steps_per_epoch=steps,
             backup_dir=tmp_path / "run",
             backup_every=2,
-            callbacks=[StopAt(stop_at)],
+            callbacks=[KillAt(stop_at)],
             verbose=0,
         )
     resumed = build(schedule)  # a fresh process: counter 0, variable at schedule(0)

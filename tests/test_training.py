@@ -15,25 +15,9 @@ from keras_routing.data import image_classification
 from keras_routing.layers import CondConv2D
 from keras_routing.models.task import Task
 from keras_routing.training import StepBackup, fit_resumable
+from tests.interrupt import Interrupt, KillAt
 
 EPOCHS, STEPS, BATCH = 3, 4, 16
-
-
-class Interrupt(Exception):
-    pass
-
-
-class KillAt(keras.callbacks.Callback):
-    """Stands in for a kill: stops the process's training abruptly at a global step."""
-
-    def __init__(self, step):
-        super().__init__()
-        self.step, self.seen = step, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seen += 1
-        if self.seen == self.step:
-            raise Interrupt
 
 
 def build(metrics=()):
