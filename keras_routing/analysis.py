@@ -3,11 +3,18 @@
     weights, labels = routing_weights(model, dataset)          # {layer name: (N, experts)}, (N,)
     paths = write_routing_plots(model, dataset, "outputs/run/plots", class_names)
 
-- ``plot_routing_by_class``: mean routing weight per class and expert at every routed layer
-  (the paper's Fig. 4: routing grows class-specific with depth).
-- ``plot_top_classes_per_expert``: the classes that most activate each expert of one layer
-  (Fig. 6 shows such examples as images; here as the classes' mean weights).
-- ``plot_weight_distribution``: the distribution of routing weights at each layer (Fig. 7).
+- ``plot_routing_by_class``: mean routing weight per expert at every routed layer for chosen
+  classes and across all classes (the paper's Fig. 4: routing grows class-specific with depth).
+- ``plot_routing_spread``: mean and standard deviation over the examples of each chosen class
+  of every expert's routing weight in the last routed layer (Fig. 5).
+- ``plot_top_examples_per_expert``: for a few experts of the last routed layer, the top classes
+  by mean routing weight, each shown by its example with the highest weight (Fig. 6);
+  ``plot_top_classes_per_expert`` gives the same ranking as bars for every expert.
+- ``plot_weight_distribution``: the distribution of routing weights at each layer over a
+  dataset (Fig. 7 shows the last).
+
+The paper's figures use the ImageNet validation set and, for Figs. 4-5, the classes goldfish,
+pug, plane and cliff (``PAPER_IMAGENET_CLASSES``); ``classes=`` picks them.
 """
 
 import math
@@ -19,6 +26,12 @@ import keras
 
 from keras_routing.layers.router import Router
 from keras_routing.transforms import _graph
+
+# The four classes of the paper's Figs. 4-5, chosen by Hu et al. (2018) "for semantic and
+# appearance diversity", as ImageNet 2012 (TFDS imagenet2012) label ids. The paper names them,
+# not their ids; "plane" is taken as ImageNet's class of that name (726, n03954731), which may be
+# the carpenter's tool and not the aircraft ("airliner", 404).
+PAPER_IMAGENET_CLASSES = {"goldfish": 1, "pug": 254, "plane": 726, "cliff": 972}
 
 
 def _router_owners(layers):
@@ -111,19 +124,83 @@ def _grid(plt, panels, width, height):
     return figure, axes.flat[:panels]
 
 
-def plot_routing_by_class(weights, labels, path, class_names=None, max_classes=20):
-    """Heatmaps (class x expert) of the mean routing weight at every routed layer."""
+def _chosen_classes(labels, classes, count=4):
+    """``classes`` as an array, or by default the first ``count`` class ids that occur."""
+    if classes is None:
+        return np.unique(labels)[:count]
+    classes = np.asarray(list(classes), dtype="int64")
+    if classes.ndim != 1 or not len(classes):
+        raise ValueError(f"`classes` must be a non-empty list of class ids, got {classes!r}.")
+    return classes
+
+
+def _class_name(class_names, c):
+    return class_names[c] if class_names is not None and c < len(class_names) else str(c)
+
+
+def class_statistics(weights, labels, classes):
+    """``(means, standard deviations)``, each ``(len(classes), experts)``: the routing weights of
+    one layer, ``weights`` ``(examples, experts)``, over the examples of each class (NaN for a
+    class with no examples)."""
+    weights, labels = np.asarray(weights), np.asarray(labels)
+    means = _class_means(weights, labels, classes)
+    stds = np.stack(
+        [
+            weights[labels == c].std(axis=0) if (labels == c).any() else np.full(weights.shape[1], np.nan)
+            for c in classes
+        ]
+    )
+    return means, stds
+
+
+def all_class_mean(weights, labels):
+    """The mean over all classes of each class's mean routing weight, ``(experts,)`` (the paper's
+    Fig. 4 comparison bar; on a class-balanced set, the mean over all examples)."""
+    return np.nanmean(_class_means(np.asarray(weights), np.asarray(labels), np.unique(labels)), axis=0)
+
+
+def plot_routing_by_class(weights, labels, path, class_names=None, max_classes=20, classes=None):
+    """Heatmaps (class x expert) of the mean routing weight at every routed layer: a row per class
+    of ``classes`` (default: the first ``max_classes`` ids present) and a last row, the mean
+    across all classes."""
     plt = _pyplot()
-    classes = np.unique(labels)[:max_classes]
-    names = [class_names[c] if class_names else str(c) for c in classes]
-    figure, axes = _grid(plt, len(weights), 3.2, 0.25 * len(classes) + 1.5)
+    classes = _chosen_classes(labels, classes, max_classes)
+    names = [_class_name(class_names, c) for c in classes] + ["all classes"]
+    figure, axes = _grid(plt, len(weights), 3.2, 0.25 * len(names) + 1.5)
     for axis, (name, values) in zip(axes, weights.items()):
-        image = axis.imshow(_class_means(values, labels, classes), aspect="auto", cmap="viridis")
+        rows = np.vstack([_class_means(values, labels, classes), all_class_mean(values, labels)])
+        image = axis.imshow(rows, aspect="auto", cmap="viridis")
+        axis.axhline(len(classes) - 0.5, color="white", linewidth=1.5)
         axis.set_title(name, fontsize=8)
         axis.set_xlabel("expert", fontsize=7)
-        axis.set_yticks(range(len(classes)), names, fontsize=6)
+        axis.set_yticks(range(len(names)), names, fontsize=6)
         figure.colorbar(image, ax=axis)
-    figure.suptitle("Mean routing weight per class (CondConv paper, Fig. 4)")
+    figure.suptitle(
+        "Mean routing weight per class and across all classes\n(CondConv paper, Fig. 4)", fontsize=8
+    )
+    return _save(figure, path, plt)
+
+
+def plot_routing_spread(weights, labels, path, classes=None, layer=None, class_names=None):
+    """For each class of ``classes`` (default: the first four ids present), every expert's mean
+    routing weight in ``layer`` (default: the last routed layer) over the class's examples, with
+    error bars of one standard deviation (the paper's Fig. 5)."""
+    plt = _pyplot()
+    layer = layer or list(weights)[-1]
+    classes = _chosen_classes(labels, classes)
+    means, stds = class_statistics(weights[layer], labels, classes)
+    experts = np.arange(means.shape[1])
+    figure, axes = _grid(plt, len(classes), max(3.0, 0.18 * len(experts) + 1.0), 2.4)
+    for axis, c, mean, std in zip(axes, classes, means, stds):
+        axis.bar(experts, mean, yerr=std, capsize=2, color="tab:blue", ecolor="black")
+        axis.set_ylim(0.0, 1.05 if np.nanmax(mean + std, initial=0.0) <= 1.05 else None)
+        axis.set_title(
+            f"{_class_name(class_names, c)} ({int((np.asarray(labels) == c).sum())} examples)", fontsize=8
+        )
+        axis.set_xlabel("expert", fontsize=7)
+    figure.suptitle(
+        f"Routing weights of {layer} per class:\nmean and one standard deviation (Fig. 5)", fontsize=8
+    )
     return _save(figure, path, plt)
 
 
@@ -145,14 +222,107 @@ def plot_top_classes_per_expert(weights, labels, path, layer=None, top=5, class_
     return _save(figure, path, plt)
 
 
+def top_examples_per_expert(weights, labels, experts=None, top=10):
+    """``{expert: [(class, mean weight, example index), ...]}``: for each of ``experts`` (default:
+    the four whose best class stands out most above the average class), the ``top`` classes by
+    mean routing weight in ``weights`` ``(examples, experts)``, each with the index of its example
+    with the highest weight for that expert (the paper's Fig. 6 exemplars)."""
+    weights, labels = np.asarray(weights), np.asarray(labels)
+    classes = np.unique(labels)
+    means = _class_means(weights, labels, classes)  # (classes, experts)
+    if experts is None:
+        standout = np.nanmax(means, axis=0) - np.nanmean(means, axis=0)
+        experts = np.argsort(-standout, kind="stable")[: min(4, means.shape[1])]
+    ranking = {}
+    for expert in experts:
+        order = np.argsort(-means[:, expert], kind="stable")[:top]
+        rows = []
+        for i in order:
+            members = np.flatnonzero(labels == classes[i])
+            best = members[np.argmax(weights[members, expert])]
+            rows.append((int(classes[i]), float(means[i, expert]), int(best)))
+        ranking[int(expert)] = rows
+    return ranking
+
+
+def examples_at(dataset, indices, max_batches=None):
+    """``{index: image}`` of the examples at ``indices`` (positions in the order ``dataset``
+    yields them, as ``routing_weights`` counts them); the dataset must repeat its order
+    (an evaluation split, unshuffled)."""
+    wanted, found, start = {int(i) for i in indices}, {}, 0
+    for index, (images, _) in enumerate(dataset):
+        if (max_batches is not None and index >= max_batches) or len(found) == len(wanted):
+            break
+        images = np.asarray(images)
+        for i in wanted & set(range(start, start + len(images))):
+            found[i] = images[i - start]
+        start += len(images)
+    return found
+
+
+def _displayable(image):
+    """An image in any normalisation as [0, 1] for ``imshow`` (its own minimum and maximum)."""
+    image = np.asarray(image, dtype="float32")
+    low, high = image.min(), image.max()
+    image = (image - low) / (high - low) if high > low else np.zeros_like(image)
+    return image[..., 0] if image.shape[-1] == 1 else image
+
+
+def plot_top_examples_per_expert(ranking, images, path, layer="", class_names=None):
+    """The paper's Fig. 6: a row per expert of ``ranking`` (``top_examples_per_expert``), a column
+    per top class, each cell the class's example with the highest routing weight for that expert
+    (``images``: ``{example index: image}``, from ``examples_at``), labelled with the class and
+    its mean weight. One montage on one axis (forty sub-axes take seconds to lay out)."""
+    plt = _pyplot()
+    rows, columns = len(ranking), max(len(v) for v in ranking.values())
+    first = _displayable(next(iter(images.values())))
+    height, width = first.shape[:2]
+    gap = max(1, height // 8)
+    canvas = np.ones(((height + gap) * rows, (width + gap) * columns, 3), "float32")
+    for row, entries in enumerate(ranking.values()):
+        for column, (_, _, index) in enumerate(entries):
+            image = _displayable(images[index])
+            image = np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
+            top, left = row * (height + gap), column * (width + gap)
+            canvas[top : top + height, left : left + width] = image
+    figure, axis = plt.subplots(figsize=(1.2 * columns + 0.8, 1.4 * rows + 0.6))
+    axis.imshow(canvas, interpolation="nearest")
+    axis.set_xticks([])
+    axis.set_yticks(
+        [(r + 0.5) * (height + gap) for r in range(rows)], [f"expert {e}" for e in ranking], fontsize=7
+    )
+    for row, entries in enumerate(ranking.values()):
+        for column, (c, mean, _) in enumerate(entries):
+            axis.text(
+                column * (width + gap) + width / 2,
+                row * (height + gap) - gap / 2,
+                f"{_class_name(class_names, c)} {mean:.2f}",
+                ha="center",
+                va="bottom",
+                fontsize=5,
+            )
+    axis.set_title(
+        f"Top classes by mean routing weight, each by its example with the highest weight: {layer} (Fig. 6)",
+        fontsize=8,
+        pad=12,
+    )
+    return _save(figure, path, plt)
+
+
 def plot_weight_distribution(weights, path, bins=40):
-    """Histograms of the routing weights at every routed layer, in model order."""
+    """Histograms of the routing weights over the dataset at every routed layer, in model order
+    (the paper's Fig. 7 is the last: bimodal, near 0 or 1)."""
     plt = _pyplot()
     figure, axes = _grid(plt, len(weights), 3, 2.2)
+    last = list(weights)[-1]
     for axis, (name, values) in zip(axes, weights.items()):
-        axis.hist(values.ravel(), bins=bins, range=(0.0, 1.0), color="tab:blue")
-        axis.set_title(name, fontsize=8)
-    figure.suptitle("Distribution of routing weights (CondConv paper, Fig. 7)")
+        axis.hist(
+            values.ravel(), bins=bins, range=(0.0, 1.0), color="tab:red" if name == last else "tab:blue"
+        )
+        axis.set_title(name + (" (last: Fig. 7)" if name == last else ""), fontsize=8)
+    figure.suptitle(
+        "Distribution of routing weights per layer over the dataset\n(CondConv paper, Fig. 7)", fontsize=8
+    )
     return _save(figure, path, plt)
 
 
@@ -165,13 +335,25 @@ def _save(figure, path, plt):
     return path
 
 
-def write_routing_plots(model, dataset, directory, class_names=None, max_batches=None):
-    """The three plots as PNGs in ``directory``; returns ``{plot name: path}``."""
+def write_routing_plots(model, dataset, directory, class_names=None, max_batches=None, classes=None):
+    """The paper's Figs. 4-7 as PNGs in ``directory``, from ``model``'s routing over ``dataset``
+    (an evaluation split, unshuffled: Fig. 6 reads its exemplar images in a second pass);
+    ``classes``: the class ids of Figs. 4-5 (default the first four). Returns
+    ``{plot name: path}``."""
     weights, labels = routing_weights(model, dataset, max_batches)
     directory = pathlib.Path(directory)
+    last = list(weights)[-1]
+    ranking = top_examples_per_expert(weights[last], labels)
+    images = examples_at(dataset, [i for rows in ranking.values() for _, _, i in rows], max_batches)
     return {
         "routing_by_class": plot_routing_by_class(
-            weights, labels, directory / "routing_by_class.png", class_names
+            weights, labels, directory / "routing_by_class.png", class_names, classes=classes
+        ),
+        "routing_spread": plot_routing_spread(
+            weights, labels, directory / "routing_spread.png", classes, class_names=class_names
+        ),
+        "top_examples_per_expert": plot_top_examples_per_expert(
+            ranking, images, directory / "top_examples_per_expert.png", last, class_names
         ),
         "top_classes_per_expert": plot_top_classes_per_expert(
             weights, labels, directory / "top_classes_per_expert.png", class_names=class_names

@@ -22,6 +22,7 @@ from keras_routing.data.pipelines import prepared_builder
 from keras_routing.profiler import profile
 from keras_routing.recipes import OPTIMIZERS, SCHEDULES
 from keras_routing.training import fit_resumable
+from keras_routing.training.weight_decay import add_kernel_l2
 
 
 def factory_arguments(model_config, strict=True):
@@ -90,12 +91,15 @@ def datasets(config):
         data["train_split"],
         augment=data.get("augment"),
         mixup=data.get("mixup", 0.0),
+        crop=data.get("crop", "resize"),
         epochs=train["epochs"],
         seed=train["seed"],
         take=data.get("take"),
         **common,
     )
-    evaluation = image_classification(name, data["eval_split"], shuffle=False, **common)
+    evaluation = image_classification(
+        name, data["eval_split"], shuffle=False, crop=data.get("eval_crop", "resize"), **common
+    )
     label = prepared_builder(name, data.get("data_dir")).info.features["label"]
     return train_stream, evaluation, steps, label.num_classes, list(label.names)
 
@@ -139,6 +143,8 @@ def run(config, output_dir, verbose=1, scope=None, plots=True, baseline=False):
     mixup = bool(config["data"].get("mixup"))
     with (scope or contextlib.nullcontext)():  # a distribution strategy's scope, if any
         model = build_model(config["model"], config["data"]["image_size"], classes, strict=not baseline)
+        if config["train"].get("l2"):  # L2 on the kernels, in the loss (see training/weight_decay.py)
+            add_kernel_l2(model, config["train"]["l2"])
         optimizer = make_optimizer(config["train"], epochs * steps, steps)
         monitor, mode = compile_for(model, optimizer, mixup)
     if mixup:  # evaluation labels are indices; mixup training needs one-hot
@@ -189,7 +195,12 @@ def run(config, output_dir, verbose=1, scope=None, plots=True, baseline=False):
         batches = math.ceil(2000 / config["train"]["batch_size"])  # about 2,000 held-out examples
         try:
             paths = analysis.write_routing_plots(
-                model, evaluation, output_dir / "plots", class_names, batches
+                model,
+                evaluation,
+                output_dir / "plots",
+                class_names,
+                batches,
+                classes=config.get("analysis", {}).get("classes"),
             )
             results["plots"] = {k: str(v.resolve()) for k, v in paths.items()}
         except ValueError:

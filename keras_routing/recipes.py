@@ -1,10 +1,21 @@
 """Recipes: one TOML file per (model, dataset) in ``zoo/``, with the paper's figures and ours.
 
 A recipe has ``[model]`` (``name``, the factory's arguments, optional ``baseline``), ``[data]``
-(``dataset``, ``image_size``, ``augment``, ``mixup``, splits), ``[train]`` (``epochs``,
-``batch_size``, ``optimizer``, ``learning_rate``, ...), and the documentation sections
-``[paper]`` and ``[measured]``, which training ignores. ``[requires]`` says what hardware the
-recipe needs (``accelerators = true`` for the paper-scale ones).
+(``dataset``, ``image_size``, ``crop``, ``eval_crop``, ``augment``, ``mixup``, splits),
+``[train]`` (``epochs``, ``batch_size``, ``optimizer``, ``learning_rate``, ``l2``,
+``weight_decay``, ...), ``[baseline]`` (what the baseline trains with instead: any key of
+``[model]``, ``[data]`` or ``[train]``, e.g. ``dropout = 0.0``, ``augment = "none"``,
+``mixup = 0.0``; the paper tuned regularisation per model), ``[analysis]`` (``classes``: the
+class ids the routing figures single out), and the documentation sections ``[paper]`` and
+``[measured]``, which training ignores. ``[requires]`` says what hardware the recipe needs
+(``accelerators = true`` for the paper-scale ones).
+
+Weight decay comes in two forms, kept apart: ``l2`` is the penalty ``l2 / 2 * sum(w ** 2)`` over
+every convolution and dense kernel (experts and routing kernels included; biases, batch-norm and
+other variables not), added to the loss (TF-slim's ``l2_regularizer`` and the TPU reference
+MobileNets, whose 4e-5 the ImageNet recipes use); ``weight_decay`` is the optimizer's decoupled
+decay (Keras 3's ``weight_decay=``: every trainable variable shrunk by ``lr * weight_decay`` each
+step, batch-norm and routing parameters included).
 
 ``resolve`` checks every value it resolves (``RULES``), wherever it came from, and names it as
 the user wrote it: ``--batch-size`` for an option of the command, ``[train] batch_size`` for a
@@ -17,7 +28,7 @@ import tomllib
 
 from keras_routing import validation
 
-SECTIONS = ("model", "data", "train", "paper", "measured", "requires")
+SECTIONS = ("model", "data", "train", "baseline", "analysis", "paper", "measured", "requires")
 
 # The settings that name one of a few choices; the command offers them as its options' choices
 # (this module imports neither Keras nor NumPy, so the command reads them before choosing the
@@ -26,6 +37,7 @@ SECTIONS = ("model", "data", "train", "paper", "measured", "requires")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine")
 AUGMENTATIONS = ("flip", "randaugment")
+CROPS = ("resize", "random_resized", "center")
 
 # What `keras-routing train <model>` uses when neither a recipe nor an option says otherwise:
 # a run that fits on a laptop CPU, on the embedded digits.
@@ -36,6 +48,8 @@ DEFAULTS = {
         "train_split": "train",
         "eval_split": "test",
         "image_size": 32,
+        "crop": "resize",
+        "eval_crop": "resize",
         "augment": None,
         "mixup": 0.0,
         "take": None,
@@ -48,6 +62,7 @@ DEFAULTS = {
         "schedule": "constant",
         "warmup_epochs": 0,
         "weight_decay": 0.0,
+        "l2": 0.0,
         "seed": 0,
         "backup_every": 50,
     },
@@ -83,9 +98,12 @@ RULES = {
     "learning_rate": functools.partial(validation.number, above=0),
     "warmup_epochs": functools.partial(validation.number, at_least=0),
     "weight_decay": functools.partial(validation.number, at_least=0),
+    "l2": functools.partial(validation.number, at_least=0),
     "seed": functools.partial(validation.integer, minimum=0),
     "backup_every": validation.integer,
     "augment": _one_of((None, "none", *AUGMENTATIONS)),  # the command spells None "none"
+    "crop": _one_of(CROPS),
+    "eval_crop": _one_of(CROPS),
     "optimizer": _one_of(OPTIMIZERS),
     "schedule": _one_of(SCHEDULES),
 }
@@ -122,13 +140,51 @@ def load(path):
     return recipe
 
 
-def resolve(recipe, overrides, origin=None):
+def _section_of(key):
+    """Which of ``[model]``, ``[data]`` and ``[train]`` a ``[baseline]`` key overrides."""
+    for section in ("data", "train"):
+        if key in DEFAULTS[section] or key in OPTIONAL[section]:
+            return section
+    return "model"  # a factory argument, checked by the factory
+
+
+def baseline_overrides(recipe, origin=None):
+    """The recipe's ``[baseline]`` as ``{section: {key: value}}``, every value checked."""
+    where = f"Recipe {origin}" if origin is not None else "Recipe"
+    overrides = {}
+    for key, value in recipe.get("baseline", {}).items():
+        if key in ("name", "baseline"):
+            raise ValueError(f"{where} [baseline]: name the baseline model in [model] `baseline`, not here.")
+        check(key, value, owner=f"{where} [baseline]")
+        overrides.setdefault(_section_of(key), {})[key] = value
+    return overrides
+
+
+def _analysis(recipe, where):
+    given = dict(recipe.get("analysis", {}))
+    unknown = set(given) - {"classes"}
+    if unknown:
+        raise ValueError(f"{where} [analysis]: unknown keys {sorted(unknown)}; valid: ['classes'].")
+    classes = given.get("classes")
+    if classes is not None and (
+        not isinstance(classes, list) or not all(validation.is_integer(c) and c >= 0 for c in classes)
+    ):
+        raise ValueError(f"{where} [analysis]: `classes` must be a list of class ids >= 0, got {classes!r}.")
+    return given
+
+
+def resolve(recipe, overrides, origin=None, baseline=None):
     """Defaults, then the recipe, then the options given (``None`` = not given), per section;
-    every value checked (``RULES``). ``origin``: the recipe's file, for the messages."""
+    every value checked (``RULES``). ``origin``: the recipe's file, for the messages.
+
+    ``baseline``: the name of a baseline model to resolve the configuration of instead: the
+    recipe's sections, then its ``[baseline]`` overrides, then the options (which apply to both
+    models), with ``[model] name`` replaced by ``baseline``."""
     merged = {section: dict(values) for section, values in DEFAULTS.items()}
     where = f"Recipe {origin}" if origin is not None else "Recipe"
+    extra = baseline_overrides(recipe, origin) if baseline is not None else {}
     for section in ("model", "data", "train"):
-        given = recipe.get(section, {})
+        given = {**recipe.get(section, {}), **extra.get(section, {})}
         if section != "model":  # the model's keys are the factory's arguments, checked there
             unknown = set(given) - set(DEFAULTS[section]) - OPTIONAL[section]
             if unknown:
@@ -145,4 +201,7 @@ def resolve(recipe, overrides, origin=None):
             merged[section][key] = value
     if merged["data"]["augment"] == "none":
         merged["data"]["augment"] = None
+    if baseline is not None:
+        merged["model"]["name"] = baseline
+    merged["analysis"] = _analysis(recipe, where)
     return merged

@@ -99,3 +99,66 @@ def test_any_router_is_analysed_called_or_held():
 
     np.testing.assert_array_equal(weights["router"], literal(model.get_layer("router")))
     np.testing.assert_array_equal(weights["block/gate"], literal(model.get_layer("block").gate))
+
+
+# --- the paper's Figs. 4-7 ---------------------------------------------------------------------
+
+
+def test_class_statistics_are_per_class_means_and_deviations():
+    rng = np.random.default_rng(1)
+    weights, labels = rng.uniform(size=(30, 5)), np.array([0] * 10 + [2] * 15 + [3] * 5)
+    means, stds = analysis.class_statistics(weights, labels, [2, 0, 7])
+    for row, c in enumerate([2, 0]):
+        members = [i for i in range(30) if labels[i] == c]
+        for e in range(5):
+            values = [weights[i, e] for i in members]
+            mean = sum(values) / len(values)
+            assert means[row, e] == pytest.approx(mean)
+            assert stds[row, e] == pytest.approx((sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5)
+    assert np.isnan(means[2]).all() and np.isnan(stds[2]).all()  # no example of class 7
+    # Across all classes: the mean of the three class means (not of the 30 examples).
+    expected = (weights[:10].mean(0) + weights[10:25].mean(0) + weights[25:].mean(0)) / 3
+    np.testing.assert_allclose(analysis.all_class_mean(weights, labels), expected)
+
+
+def test_top_examples_per_expert_ranks_classes_and_picks_exemplars():
+    labels = np.repeat(np.arange(4), 3)  # 4 classes x 3 examples
+    weights = np.full((12, 3), 0.1)
+    weights[labels == 2, 0] = [0.6, 0.9, 0.7]  # expert 0: class 2 (exemplar: example 7), then class 1
+    weights[labels == 1, 0] = [0.5, 0.4, 0.45]
+    weights[labels == 3, 1] = [0.8, 0.2, 0.3]  # expert 1: class 3 (exemplar 9)
+    ranking = analysis.top_examples_per_expert(weights, labels, experts=[0, 1], top=2)
+    assert [(c, i) for c, _, i in ranking[0]] == [(2, 7), (1, 3)]
+    assert ranking[0][0][1] == pytest.approx(np.mean([0.6, 0.9, 0.7]))
+    assert [c for c, _, _ in ranking[1]][0] == 3 and ranking[1][0][2] == 9
+    # Default experts: those whose best class stands out most (0 and 1 here; 2 is flat).
+    assert set(analysis.top_examples_per_expert(weights, labels, top=1)) >= {0, 1}
+
+
+def test_examples_at_counts_positions_across_batches():
+    images = np.arange(10 * 2 * 2 * 1, dtype="float32").reshape(10, 2, 2, 1)
+    dataset = [(images[:4], np.zeros(4)), (images[4:8], np.zeros(4)), (images[8:], np.zeros(2))]
+    found = analysis.examples_at(dataset, [9, 0, 5])
+    assert sorted(found) == [0, 5, 9]
+    for i in found:
+        np.testing.assert_array_equal(found[i], images[i])
+
+
+def test_the_four_figures_from_real_digits(tmp_path):
+    from keras_routing.data import load_digit_images
+
+    _, (images, labels) = load_digit_images(size=8)
+    images, labels = images[:96], labels[:96]
+    dataset = [(images[i : i + 32], labels[i : i + 32]) for i in range(0, 96, 32)]
+    paths = analysis.write_routing_plots(
+        small_model(), dataset, tmp_path, [f"digit {d}" for d in range(10)], classes=[3, 7]
+    )
+    assert set(paths) == {
+        "routing_by_class",  # Fig. 4: chosen classes and the all-class mean
+        "routing_spread",  # Fig. 5
+        "top_examples_per_expert",  # Fig. 6, as images
+        "top_classes_per_expert",
+        "weight_distribution",  # Fig. 7
+    }
+    for path in paths.values():
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000

@@ -316,3 +316,28 @@ def test_a_task_model_trains_evaluates_and_exports_through_the_command(
         assert set(got) == set(reference)
         for name in reference:
             np.testing.assert_allclose(got[name], reference[name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow  # two models trained (6 minutes under JAX on a busy 2-core CPU)
+def test_baseline_trains_with_its_own_recipe_overrides(capsys, tmp_path, digits_dir):
+    # [baseline] gives the baseline its own regularisation; the ImageNet crops, L2 on the kernels
+    # and the routing figures for chosen classes run through the command.
+    recipe = tmp_path / "per_model.toml"
+    recipe.write_text(
+        '[model]\nname = "cc_mobilenet_v1"\nbaseline = "mobilenet_v1"\nwidth = 0.25\nexperts = 2\ndropout = 0.5\n'
+        '[data]\ndataset = "embedded_digits"\nimage_size = 32\ncrop = "random_resized"\neval_crop = "center"\n'
+        "take = 64\n[train]\nepochs = 1\nbatch_size = 32\nl2 = 4e-5\n"
+        "[baseline]\ndropout = 0.0\n[analysis]\nclasses = [3, 7]\n"
+    )
+    output = tmp_path / "run"
+    status, _, err = run(
+        capsys, "train", str(recipe), "--output", str(output), "--data-dir", digits_dir, "--quiet"
+    )
+    assert status == 0, err
+    summary = json.loads((output / "summary.json").read_text())
+    assert list(summary["runs"]) == ["mobilenet_v1", "cc_mobilenet_v1"]
+    model = keras.saving.load_model(output / "model.keras")
+    baseline = keras.saving.load_model(output / "baseline" / "model.keras")
+    assert model.get_layer("dropout").rate == 0.5 and baseline.get_layer("dropout").rate == 0.0
+    for name in ("routing_by_class", "routing_spread", "top_examples_per_expert", "weight_distribution"):
+        assert (output / "plots" / f"{name}.png").is_file(), name

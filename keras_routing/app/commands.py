@@ -75,6 +75,11 @@ def _config(args):
         ("train", "backup_every"): args.backup_every,
     }
     config = recipes.resolve(recipe, overrides, origin=path)  # checks every value, the options' too
+
+    def baseline_config(name):  # the recipe's [baseline] overrides, then the options
+        return recipes.resolve(recipe, overrides, origin=path, baseline=name)
+
+    baseline_config(config["model"].get("baseline") or config["model"]["name"])  # checks [baseline] now
     # The recipe's recorded seeds describe its own settings: any option but these changes them.
     same_settings = all(
         value is None
@@ -87,7 +92,7 @@ def _config(args):
     experiment.factory_arguments(config["model"])  # before any training (the baseline's included)
     if recipe.get("requires", {}).get("accelerators"):
         console.print(f"[yellow]Note:[/] {args.model} is a paper-scale recipe meant for accelerators.")
-    return config, spread
+    return config, spread, baseline_config
 
 
 def _distribution(distribution):
@@ -100,7 +105,7 @@ def _distribution(distribution):
 
 
 def train(args):
-    config, spread = _config(args)
+    config, spread, baseline_config = _config(args)
     name = config["model"]["name"]
     output = args.output or pathlib.Path("outputs") / name
     scope = _distribution(args.distribution)
@@ -109,7 +114,7 @@ def train(args):
     baseline = args.baseline if args.baseline is not None else config["model"].get("baseline")
     if baseline and baseline != "none":
         _check_model_name(baseline)
-        base_config = {**config, "model": {**config["model"], "name": baseline}}  # same width, dropout, ...
+        base_config = baseline_config(baseline)  # same width, ...; the recipe's [baseline] overrides
         console.rule(f"baseline: {baseline}")
         runs[baseline] = experiment.run(
             base_config, output / "baseline", verbose, scope, plots=False, baseline=True

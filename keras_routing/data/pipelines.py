@@ -4,9 +4,13 @@
     model.fit(train, epochs=...)
 
 Every dataset goes through the same steps: ``tfds.load``, decode, grey to RGB (or back) as the
-model needs, resize, the model's normalisation, shuffle (seeded per epoch, so a run resumed
-from a backup sees the data in the same order), batch, the paper's regularisers (RandAugment
-through KerasCV, mixup with alpha 0.2), prefetch.
+model needs, crop and resize (``crop``: the whole image resized, the Inception-style random
+resized crop with flip for ImageNet training, or the central 224-of-256 crop for ImageNet
+evaluation), shuffle (seeded per epoch, so a run resumed from a backup sees the data in the
+same order), batch, augmentation (flip, KerasCV's RandAugment), the model's normalisation, mixup
+(alpha 0.2 in the paper), prefetch. The CondConv paper regularised its large models with
+AutoAugment's ImageNet policy and mixup; KerasCV 0.9 has no AutoAugment, and RandAugment (a
+different, later policy) is what ``augment="randaugment"`` offers in its place.
 """
 
 import contextlib
@@ -17,12 +21,22 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from keras_routing.data import digits_builder
-from keras_routing.recipes import AUGMENTATIONS  # with recipes' other choices, for the command
+from keras_routing.recipes import AUGMENTATIONS, CROPS  # with recipes' other choices, for the command
 from keras_routing.validation import integer, is_integer, number
 
 # How each zoo family expects its pixels (as keras.applications' preprocess_input does).
 PREPROCESSING = ("mobilenet", "caffe", "unit", "raw")
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+# The ImageNet convention behind the paper's Tables 1-3 (Inception; the TPU reference
+# MobileNet / ResNet / EfficientNet preprocessing): train on a random box of 8%-100% of the image
+# (at least 10% after the box-coverage check) with aspect ratio 3/4-4/3, resized to the input
+# size and flipped; evaluate on the central 224 of 256 (a fraction 0.875).
+CROP_AREA_RANGE = (0.08, 1.0)
+CROP_MIN_COVERED = 0.1
+CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
+CROP_MAX_ATTEMPTS = 10
+CENTER_CROP_FRACTION = 224 / 256
 
 
 def normalize(images, preprocessing):
@@ -57,6 +71,58 @@ def _size(image_size):
     return tuple(int(s) for s in pair)
 
 
+def center_crop(image, image_size, fraction=CENTER_CROP_FRACTION):
+    """The central ``image_size`` of ``image`` resized, aspect kept, to ``image_size / fraction``
+    (the ImageNet evaluation crop: 224 of 256 for ``fraction`` 0.875), float32 [0, 255].
+
+    ``tf.image`` ops, per example: images of every size come in before batching, which Keras's
+    and KerasCV's batch-level layers do not take, and the crop needs the image's own shape."""
+    height, width = _size(image_size)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = tf.maximum(height / shape[0], width / shape[1]) / fraction
+    resized_shape = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), [height, width])
+    resized = tf.image.resize(image, resized_shape)
+    top = (resized_shape[0] - height) // 2
+    left = (resized_shape[1] - width) // 2
+    return tf.image.crop_to_bounding_box(resized, top, left, height, width)
+
+
+def random_resized_crop_box(image_shape, seed):
+    """``(offset, size)``, each ``[y, x]``, of an Inception-style random box of an image of
+    ``image_shape`` (height, width, ...): ``tf.image``'s ``sample_distorted_bounding_box``, the op
+    the Inception and TPU reference pipelines call, with their settings (``CROP_*``); where it
+    finds no box in ``CROP_MAX_ATTEMPTS`` tries it returns the whole image, which the reference
+    pipelines replace with the central crop (so does ``random_resized_crop``)."""
+    offset, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        image_shape,
+        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4]),
+        seed=seed,
+        min_object_covered=CROP_MIN_COVERED,
+        aspect_ratio_range=CROP_ASPECT_RANGE,
+        area_range=CROP_AREA_RANGE,
+        max_attempts=CROP_MAX_ATTEMPTS,
+        use_image_if_no_bounding_boxes=True,
+    )
+    return offset[:2], size[:2]
+
+
+def random_resized_crop(image, image_size, seed):
+    """An Inception-style random resized crop of ``image``, flipped left-right with probability
+    1/2, as float32 [0, 255] of ``image_size``; ``seed``: a stateless seed (two integers), so a
+    pipeline gives the same crops each time it runs."""
+    height, width = _size(image_size)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+    offset, size = random_resized_crop_box(tf.shape(image), seeds[0])
+    whole = tf.reduce_all(tf.equal(size, tf.shape(image)[:2]))
+
+    def crop():
+        box = tf.image.crop_to_bounding_box(image, offset[0], offset[1], size[0], size[1])
+        return tf.image.resize(box, (height, width))
+
+    cropped = tf.cond(whole, lambda: center_crop(image, (height, width)), crop)
+    return tf.image.stateless_random_flip_left_right(cropped, seeds[1])
+
+
 def _mixup(alpha, num_classes, seed):
     """Batch-level mixup (Zhang et al.): each example mixed with another of the batch."""
     import keras_cv
@@ -78,6 +144,7 @@ def image_classification(
     *,
     augment=None,
     mixup=0.0,
+    crop="resize",
     preprocessing="mobilenet",
     channels=3,
     shuffle=None,
@@ -102,6 +169,13 @@ def image_classification(
     - ``augment``: ``None``; ``"flip"`` (random horizontal flip); ``"randaugment"`` (KerasCV's
       RandAugment, 2 ops at magnitude 0.5, after a flip).
     - ``mixup``: the Beta(alpha, alpha) of mixup; the paper uses 0.2. 0 turns it off.
+    - ``crop``: ``"resize"`` (default; the whole image resized to ``image_size``, for small
+      data); ``"random_resized"`` (the Inception-style training crop: a random box of 8%-100% of
+      the area, aspect 3/4-4/3, resized, flipped; see ``random_resized_crop``); ``"center"`` (the
+      evaluation crop: the central ``image_size`` of the image resized to ``image_size / 0.875``,
+      224 of 256). The ImageNet recipes train with the first and evaluate with the second. The
+      random crop is drawn after shuffling and caching, from stateless seeds derived from
+      ``seed`` and the example's position in the stream, so a rerun repeats it.
     - ``shuffle``: defaults to True for splits whose name starts with ``"train"``. Each epoch
       gets its own shuffle, seeded from ``seed``, the epoch and TensorFlow's global seed (which
       ``keras.utils.set_random_seed`` sets), so a rerun of the same command repeats it.
@@ -114,6 +188,7 @@ def image_classification(
     """
     height, width = _size(image_size)
     _check("augment", augment, (None, *AUGMENTATIONS))
+    _check("crop", crop, CROPS)
     _check("preprocessing", preprocessing, PREPROCESSING)
     _check("channels", channels, (1, 3))
     mixup = number(mixup, "mixup", at_least=0)  # 0 turns it off
@@ -140,7 +215,11 @@ def image_classification(
         image = example["image"]
         if image.shape[-1] != channels:
             image = tf.image.grayscale_to_rgb(image) if channels == 3 else tf.image.rgb_to_grayscale(image)
-        image = tf.image.resize(image, (height, width))  # float32, [0, 255]
+        if crop == "resize":
+            image = tf.image.resize(image, (height, width))  # float32, [0, 255]
+        elif crop == "center":
+            image = center_crop(image, (height, width))
+        # "random_resized": drawn after the shuffle, below (not frozen by `cache`)
         return image, example[label_key]
 
     images = decoded.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
@@ -158,6 +237,13 @@ def image_classification(
             stream = stream.concatenate(
                 images.shuffle(shuffle_buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
             )
+    if crop == "random_resized":
+        # One stateless seed per example, in stream order: repeatable, and new in each epoch.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=epochs is None).batch(2)
+        stream = tf.data.Dataset.zip(stream, seeds).map(
+            lambda example, pair: (random_resized_crop(example[0], (height, width), pair), example[1]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     stream = stream.batch(batch_size, drop_remainder=drop_remainder)
     if augment is not None:
         stream = stream.map(_augmenter(augment, seed, channels), num_parallel_calls=tf.data.AUTOTUNE)

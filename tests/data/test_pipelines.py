@@ -7,7 +7,7 @@ import tensorflow_datasets as tfds
 
 import keras
 
-from keras_routing.data import image_classification, load_digits, normalize, object_detection
+from keras_routing.data import image_classification, load_digits, normalize, object_detection, pipelines
 from tests.seeds import record
 
 # (name, split, channels in the TFDS features, classes)
@@ -168,3 +168,94 @@ def test_coco_detection_batches_in_kerascv_format():
 def test_classification_datasets_are_not_detection_datasets(digits_dir):
     with pytest.raises(ValueError, match="not a detection dataset"):
         object_detection("embedded_digits", "test", data_dir=digits_dir)
+
+
+# --- ImageNet crops -----------------------------------------------------------------------------
+
+
+def test_center_crop_is_the_central_224_of_256():
+    # A 256 x 320 image is already 256 on its short side: the crop is its central 224 x 224, exactly.
+    image = np.random.default_rng(0).integers(0, 256, (256, 320, 3)).astype("uint8")
+    crop = np.asarray(pipelines.center_crop(tf.constant(image), 224))
+    np.testing.assert_array_equal(crop, image[16:240, 48:272].astype("float32"))
+    # Twice the size: the same pixels after a 2x downscale (a box filter of 2x2 for bilinear
+    # resizing at half-pixel centres), then the same central crop.
+    large = np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)
+    np.testing.assert_allclose(np.asarray(pipelines.center_crop(tf.constant(large), 224)), crop, atol=1e-3)
+
+
+def _reference_boxes(height, width, rng, count):
+    """Literal numpy Inception box sampling (Szegedy et al.; TensorFlow's documented
+    sample_distorted_bounding_box on the whole-image box): aspect ratio uniform in [3/4, 4/3],
+    the box's height uniform between those giving 8% and 100% of the area, at most 10 tries,
+    accepted if it covers at least 10% of the image and fits; the whole image otherwise."""
+    areas, aspects = [], []
+    for _ in range(count):
+        for _ in range(10):
+            aspect = rng.uniform(3 / 4, 4 / 3)
+            low = round(np.sqrt(0.08 * height * width / aspect))
+            high = min(round(np.sqrt(height * width / aspect)), height, int((width + 0.5) / aspect))
+            h = rng.integers(min(low, high), high + 1)
+            w = round(h * aspect)
+            if 0 < w <= width and h * w >= 0.1 * height * width:
+                areas.append(h * w / (height * width))
+                aspects.append(w / h)
+                break
+        else:
+            areas.append(1.0)
+            aspects.append(width / height)
+    return np.array(areas), np.array(aspects)
+
+
+def test_random_resized_crop_boxes_follow_the_inception_statistics():
+    height, width, count = 120, 160, 1000
+    # In a tf.data map, as the pipeline runs it (a graph: fast), one seed per example.
+    boxes = tf.data.Dataset.range(count).map(
+        lambda i: pipelines.random_resized_crop_box(tf.constant([height, width, 3]), tf.stack([i, 11]))
+    )
+    offsets, sizes = (np.asarray(a) for a in next(iter(boxes.batch(count))))
+    assert (offsets >= 0).all() and (offsets + sizes <= [height, width]).all()  # inside the image
+    area = sizes.prod(axis=1) / (height * width)
+    aspect = sizes[:, 1] / sizes[:, 0]
+    assert area.min() >= 0.1 - 1e-2 and area.max() <= 1.0
+    assert (aspect >= 3 / 4 - 0.02).all() and (aspect <= 4 / 3 + 0.02).all()
+    ref_area, ref_aspect = _reference_boxes(height, width, np.random.default_rng(0), count)
+    # Standard errors of the means are about 0.007 (area) and 0.005 (aspect).
+    assert abs(area.mean() - ref_area.mean()) < 0.03, (area.mean(), ref_area.mean())
+    assert abs(np.median(area) - np.median(ref_area)) < 0.04
+    assert abs(aspect.mean() - ref_aspect.mean()) < 0.02
+    # Placed uniformly: box centres average to the image centre.
+    centres = offsets + sizes / 2
+    np.testing.assert_allclose(centres.mean(axis=0), [height / 2, width / 2], rtol=0.03)
+
+
+def test_random_resized_crop_flips_half_and_repeats_with_its_seed():
+    # A left-right ramp: a flipped crop runs the other way.
+    image = tf.constant(np.tile(np.arange(64, dtype="float32"), (48, 1))[..., None].repeat(3, -1))
+    seeds = tf.data.Dataset.range(200).map(lambda i: tf.stack([i, 3]))
+    crops = np.asarray(
+        next(iter(seeds.map(lambda seed: pipelines.random_resized_crop(image, 16, seed)).batch(200)))
+    )
+    flipped = np.mean([c[0, 0, 0] > c[0, -1, 0] for c in crops])
+    assert 0.4 < flipped < 0.6 and crops.shape == (200, 16, 16, 3)
+    again = np.asarray(pipelines.random_resized_crop(image, 16, tf.constant([0, 3], tf.int64)))
+    np.testing.assert_array_equal(again, crops[0])
+
+
+def test_crops_in_the_pipeline(digits_dir):
+    common = dict(split="train", batch_size=16, take=32, data_dir=digits_dir, preprocessing="raw")
+
+    def run(**kwargs):
+        return batches(image_classification("embedded_digits", image_size=24, **common, **kwargs))
+
+    resized = run(shuffle=False)
+    center = run(shuffle=False, crop="center")
+    first, again = run(crop="random_resized", epochs=2, seed=3), run(crop="random_resized", epochs=2, seed=3)
+    assert center[0][0].shape == (16, 24, 24, 3) and first[0][0].shape == (16, 24, 24, 3)
+    assert not np.allclose(center[0][0], resized[0][0])  # a crop, not the whole image
+    for (x, y), (x2, y2) in zip(first, again):  # repeatable
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+    assert len(first) == 4 and 0 <= first[0][0].min() and first[0][0].max() <= 255
+    with pytest.raises(ValueError, match="`crop`"):
+        image_classification("embedded_digits", "test", data_dir=digits_dir, crop="random")

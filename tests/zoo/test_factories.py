@@ -199,3 +199,13 @@ def test_numpy_integers_are_accepted():
     )
     assert model.output.shape == (None, 10)
     assert model.get_layer("conv_preds").num_experts == 2
+
+
+def test_the_classifiers_routing_reads_the_features_the_classifier_reads():
+    # Decided (issue 20): the classifier's routing function, like every CondConv layer's, takes
+    # the layer's own input, here the pooled features after dropout. At inference dropout is the
+    # identity, so this only matters in training; the paper does not say.
+    model = zoo.cc_mobilenet_v1(0.25, 2, input_shape=(32, 32, 3), classes=10, dropout=0.5)
+    routing, classifier = model.get_layer("conv_preds_routing"), model.get_layer("conv_preds")
+    assert routing.input._keras_history.operation.name == "dropout"
+    assert [t._keras_history.operation.name for t in classifier.input] == ["dropout", "conv_preds_routing"]
