@@ -36,8 +36,24 @@ _FUNCTIONS = {
     "Profile": "keras_routing.profiler",
     "export": "keras_routing.deploy",
     "set_inference": "keras_routing.layers",
+    "ensemble_predict": "keras_routing.inference_utils",
+    "recalibrate_batchnorm": "keras_routing.training.batchnorm",
+    "prune_gated_layers": "keras_routing.transforms.prune_layers",
+    "prune_gated_channels": "keras_routing.transforms.prune_channels",
 }
-__all__ = ["Profile", "Task", "export", "profile", "set_inference", *_SUBMODULES, "__version__"]
+__all__ = [
+    "Profile",
+    "Task",
+    "ensemble_predict",
+    "export",
+    "profile",
+    "prune_gated_channels",
+    "prune_gated_layers",
+    "recalibrate_batchnorm",
+    "set_inference",
+    *_SUBMODULES,
+    "__version__",
+]
 
 
 def __getattr__(name):

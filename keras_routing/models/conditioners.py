@@ -201,3 +201,143 @@ class CondConvConditioner(Conditioner):
             return super().dense(x, units, name=name, site=site, activation=activation)
         layer = CondDense(units, self.experts, activation=activation, routing=None, name=name)
         return self._apply(layer, x)
+
+
+class ChannelGateConditioner(Conditioner):
+    """DeepMoE's gated layers (``keras_routing.layers.channel_gates``) at the sites ``which``
+    selects; plain layers elsewhere.
+
+    A gated layer is built as a plain convolution with ``widen`` times its filters (wide-DeepMoE:
+    2; narrow-DeepMoE: 1); its output channels (after their batch normalisation and ReLU) are the
+    experts of the next convolution of the block, built as a ``ChannelGate`` that scales them by
+    that layer's gate (eq. 3). The gates come from one ``ShallowEmbeddingGate`` on the raw image,
+    computed in the stem's ``start_block``.
+
+    ``gate_channels=None`` records: the network is built plain (widened), and ``recorded`` lists
+    the gated widths, for the ``ShallowEmbeddingGate`` of the second, real build
+    (``deepmoe_backbone`` in ``keras_routing.zoo.deepmoe`` does both). ``gate``: keyword arguments
+    of the ``ShallowEmbeddingGate`` (``embedding_dim``, ``num_convs``, ``embedding_classes``,
+    ``gate_l1_weight``, ``embedding_loss_weight``). After the build, ``gates`` are its outputs and
+    ``embedding_predictions`` the embedding classifier's (None without ``embedding_classes``).
+    """
+
+    def __init__(self, which, *, widen=2.0, gate_channels=None, gate=None):
+        from keras_routing.validation import number
+
+        self.which = which
+        self.widen = number(widen, "widen", at_least=1)
+        self.gate_channels = None if gate_channels is None else list(gate_channels)
+        self.gate_arguments = dict(gate or {})
+        self.recorded = []
+        self.gate_layer = None
+        self.gates = None
+        self.embedding_predictions = None
+        self._pending = None
+
+    def start_block(self, x, *, site):
+        # A pending gate stays pending across blocks: in VGG the next convolution is in the next block.
+        if site.role != "stem" or self.gate_channels is None or self.gates is not None:
+            return
+        from keras_routing.layers.channel_gates import ShallowEmbeddingGate
+
+        self.gate_layer = ShallowEmbeddingGate(
+            self.gate_channels, name="shallow_embedding_gate", **self.gate_arguments
+        )
+        if self.gate_layer.embedding_classes:
+            self.gates, self.embedding_predictions = self.gate_layer(x, return_embedding_predictions=True)
+        else:
+            self.gates = self.gate_layer(x)
+
+    def conv(self, x, filters, kernel_size, *, name, site, strides=1, padding="same", use_bias=False):
+        from keras_routing.layers.channel_gates import ChannelGate
+
+        consumer, self._pending = self._pending, None
+        gated = self.which(site)
+        if gated:
+            filters = max(1, round(filters * self.widen))
+        if consumer is not None:
+            layer = ChannelGate(
+                filters, kernel_size, strides=strides, padding=padding, use_bias=use_bias, name=name
+            )
+            x = layer(x, self.gates[consumer])
+        else:
+            x = super().conv(
+                x,
+                filters,
+                kernel_size,
+                name=name,
+                site=site,
+                strides=strides,
+                padding=padding,
+                use_bias=use_bias,
+            )
+        if gated:
+            index = len(self.recorded)
+            if self.gate_channels is not None:
+                if index >= len(self.gate_channels) or self.gate_channels[index] != filters:
+                    expected = self.gate_channels[index] if index < len(self.gate_channels) else "no more"
+                    raise ValueError(
+                        f"`gate_channels` does not match the gated layers: gated layer {index + 1} "
+                        f"('{name}') has {filters} channels, `gate_channels` gives {expected}."
+                    )
+                self._pending = index
+            self.recorded.append(filters)
+        return x
+
+    def dense(self, x, units, *, name, site, activation=None):
+        if self._pending is not None:
+            raise ValueError(f"ChannelGateConditioner: a gated layer feeds the dense layer '{name}'.")
+        return super().dense(x, units, name=name, site=site, activation=activation)
+
+    def check_complete(self):
+        """A ``ValueError`` unless every width of ``gate_channels`` had its gated layer."""
+        if self.gate_channels is not None and len(self.recorded) != len(self.gate_channels):
+            raise ValueError(
+                f"`gate_channels` does not match the gated layers: {len(self.gate_channels)} widths "
+                f"for {len(self.recorded)} gated layers."
+            )
+
+
+class BypassGateConditioner(Conditioner):
+    """Probabilistic bypass gates on every residual block (``gated_resnet``): ``block`` builds the
+    residual branch as a model ``F`` (``<block>_residual``) and returns ``shortcut(x) + z * F(x)``
+    through a ``GatedResidual`` named as the plain block's ``Add``; layers stay Plain.
+
+    The arguments are ``GatedResidual``'s (``gate``, ``granularity``, ``temperature``,
+    ``threshold``, ``inference``); ``which(site)`` picks the gated blocks (default: all).
+    ``gates`` lists each gated block's gates ``(batch, granularity)`` in order, the inputs of a
+    ``GateTargetLoss``.
+    """
+
+    def __init__(
+        self,
+        *,
+        gate="dependent",
+        granularity=1,
+        temperature=1.0,
+        threshold=0.5,
+        inference="threshold",
+        which=None,
+    ):
+        self.options = dict(
+            gate=gate,
+            granularity=granularity,
+            temperature=temperature,
+            threshold=threshold,
+            inference=inference,
+        )
+        self.which = which if which is not None else (lambda site: True)
+        self.gates = []
+
+    def block(self, x, residual, *, shortcut, name, site):
+        if not self.which(site):
+            return super().block(x, residual, shortcut=shortcut, name=name, site=site)
+        from keras_routing.layers.gated_residual import GatedResidual
+
+        skip = shortcut(x)
+        inputs = keras.Input(tuple(x.shape[1:]), name=f"{site.block}_residual_input")
+        function = keras.Model(inputs, residual(inputs), name=f"{site.block}_residual")
+        layer = GatedResidual(function, name=name, **self.options)
+        y, z = layer(x, shortcut=None if skip is x else skip, return_gates=True)
+        self.gates.append(z)
+        return y

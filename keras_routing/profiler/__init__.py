@@ -26,7 +26,7 @@ counted as zero; its parameters are still counted.
 """
 
 # The rule modules register their rules on import.
-from keras_routing.profiler import cond_conv, keras_layers  # noqa: F401
+from keras_routing.profiler import cond_conv, deepmoe, gates, keras_layers, routing  # noqa: F401
 from keras_routing.profiler.report import LayerCost, Profile, measure_rates, profile
 from keras_routing.profiler.rules import Cost, LayerCall, cost_rule, find_cost_rule, layer_cost, rate_rule
 

@@ -6,7 +6,8 @@ task that owns its ``compute_loss``).
 - ``distribution``: ``data_parallel``, data parallelism through Keras's distribution API.
 """
 
+from keras_routing.training.deepmoe import Procedure1, freeze_embedding
 from keras_routing.training.distribution import data_parallel
 from keras_routing.training.resumable import StepBackup, fit_resumable
 
-__all__ = ["StepBackup", "data_parallel", "fit_resumable"]
+__all__ = ["Procedure1", "StepBackup", "freeze_embedding", "data_parallel", "fit_resumable"]

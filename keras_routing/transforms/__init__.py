@@ -11,6 +11,7 @@ API (walking a functional graph, cloning it) is used only in ``_graph``.
 """
 
 from keras_routing.transforms.folding import Offset, fold_batch_normalization
+from keras_routing.transforms.prune_channels import prune_gated_channels
 from keras_routing.transforms.upcycle import upcycle
 
-__all__ = ["Offset", "fold_batch_normalization", "upcycle"]
+__all__ = ["Offset", "fold_batch_normalization", "prune_gated_channels", "upcycle"]

@@ -11,6 +11,14 @@ The factories are backbones (``keras_routing.models.backbones``) whose layers a 
 """
 
 from keras_routing.transforms.upcycle import upcycle
+from keras_routing.zoo.deepmoe import (
+    DeepMoETask,
+    deepmoe_resnet,
+    deepmoe_vgg16,
+    resnet_baseline,
+    vgg16_baseline,
+)
+from keras_routing.zoo.gated import gated_resnet, gated_resnet_cifar
 from keras_routing.zoo.mobilenet_v1 import cc_mobilenet_v1, mobilenet_v1
 from keras_routing.zoo.mobilenet_v2 import cc_mobilenet_v2, mobilenet_v2
 from keras_routing.zoo.registry import (
@@ -26,8 +34,14 @@ from keras_routing.zoo.registry import (
     register,
 )
 from keras_routing.zoo.resnet import cc_resnet50, resnet50
+from keras_routing.zoo.routing import routing_convnet, routing_mlp_mnist
 
 __all__ = [
+    "DeepMoETask",
+    "deepmoe_resnet",
+    "deepmoe_vgg16",
+    "resnet_baseline",
+    "vgg16_baseline",
     "FAMILIES",
     "ModelInfo",
     "TASKS",
@@ -36,6 +50,8 @@ __all__ = [
     "cc_resnet50",
     "factory",
     "families",
+    "gated_resnet",
+    "gated_resnet_cifar",
     "get",
     "info",
     "list_models",
@@ -44,5 +60,7 @@ __all__ = [
     "preprocessing",
     "register",
     "resnet50",
+    "routing_convnet",
+    "routing_mlp_mnist",
     "upcycle",
 ]
