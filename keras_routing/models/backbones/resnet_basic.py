@@ -34,7 +34,9 @@ def cifar_blocks(depth):
     return (n, n, n)
 
 
-def _basic_block(conditioner, x, filters, stride, block, norm):
+def basic_block(conditioner, x, filters, stride, block, norm):
+    """One basic block (two 3x3 convolutions, roles ``basic_first`` / ``basic_second``; a 1x1
+    projection shortcut where the block changes shape), built through ``conditioner``."""
     name = block.block
     projection = stride != 1 or x.shape[-1] != filters
     shortcut_site = block.layer("conv", "shortcut", stride) if projection else None
@@ -112,7 +114,7 @@ def basic_resnet_backbone(
             stride = 2 if number == 1 and stage > first_stage else 1
             resolution = stage if not cifar else stage - 1
             block = Site("block", "basic", index, f"conv{stage}_block{number}", resolution, stride)
-            x = _basic_block(conditioner, x, filters, stride, block, norm)
+            x = basic_block(conditioner, x, filters, stride, block, norm)
 
     if include_top:
         x = dense_classifier(x, conditioner, classes, classifier_activation, 0.0, index + 1, 5, "avg_pool")

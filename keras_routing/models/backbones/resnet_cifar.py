@@ -5,40 +5,17 @@ and 64 filters, global average pooling and the classifier.
 The first block of stages 2 and 3 downsamples with a stride-2 3x3 convolution and a projection
 shortcut (1x1 convolution and batch normalization). Blocks (``Site.index``): 1 is the stem,
 then the residual blocks in order (``stage1_block1`` is 2), then the classifier. A block's
-layers have the roles ``"shortcut"``, ``"basic_3x3_1"`` and ``"basic_3x3_2"``.
+layers have the roles ``"shortcut"``, ``"basic_first"`` and ``"basic_second"``; the block is
+``resnet_basic.basic_block``, named here ``stage{s}_block{n}``.
 """
 
 import keras
 
 from keras_routing.models.backbones.common import batch_norm, check_conditioner, dense_classifier, image_input
+from keras_routing.models.backbones.resnet_basic import CIFAR_FILTERS as FILTERS
+from keras_routing.models.backbones.resnet_basic import basic_block, cifar_blocks
 from keras_routing.models.conditioners import Site
 from keras_routing.validation import is_integer
-
-FILTERS = (16, 32, 64)
-
-
-def _basic_block(conditioner, x, filters, stride, projection, block, norm):
-    name = block.block
-    shortcut_site = block.layer("conv", "shortcut", stride) if projection else None
-    sites = (block.layer("conv", "basic_3x3_1", stride), block.layer("conv", "basic_3x3_2"))
-    block = block.holding(*([shortcut_site] if projection else []), *sites)
-    conditioner.start_block(x, site=block)
-
-    def shortcut(x):
-        if not projection:
-            return x
-        x = conditioner.conv(x, filters, 1, name=f"{name}_0_conv", site=shortcut_site, strides=stride)
-        return batch_norm(x, f"{name}_0_bn", **norm)
-
-    def residual(x):
-        x = conditioner.conv(x, filters, 3, name=f"{name}_1_conv", site=sites[0], strides=stride)
-        x = batch_norm(x, f"{name}_1_bn", **norm)
-        x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
-        x = conditioner.conv(x, filters, 3, name=f"{name}_2_conv", site=sites[1])
-        return batch_norm(x, f"{name}_2_bn", **norm)
-
-    x = conditioner.block(x, residual, shortcut=shortcut, name=f"{name}_add", site=block)
-    return keras.layers.Activation("relu", name=f"{name}_out")(x)
 
 
 def resnet_cifar_backbone(
@@ -54,13 +31,11 @@ def resnet_cifar_backbone(
 ):
     """A CIFAR ResNet of ``depth`` (``6n + 2``: 20, 32, 44, 56, 110, ...) whose layers and blocks
     ``conditioner`` builds (default ``Plain``). ``width`` multiplies every stage's filters."""
-    if not is_integer(depth) or depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"`depth` must be 6n + 2 for a whole n >= 1 (20, 32, 56, 110, ...), got {depth!r}.")
+    blocks = cifar_blocks(depth)[0]
     if not is_integer(width) or width < 1:
         raise ValueError(f"`width` must be a whole number >= 1, got {width!r}.")
     conditioner = check_conditioner(conditioner)
     norm = {"momentum": bn_momentum, "epsilon": 1e-5}
-    blocks = (depth - 2) // 6
 
     inputs = image_input(input_shape, default_size=32, min_size=8)
     stem = Site("block", "stem", 1, "conv1", stage=0)
@@ -76,7 +51,7 @@ def resnet_cifar_backbone(
             index += 1
             stride = 2 if number == 1 and stage > 1 else 1
             block = Site("block", "basic", index, f"stage{stage}_block{number}", stage - 1, stride)
-            x = _basic_block(conditioner, x, filters * width, stride, stride > 1, block, norm)
+            x = basic_block(conditioner, x, filters * width, stride, block, norm)
     x = dense_classifier(
         x, conditioner, classes, classifier_activation, 0.0, index + 1, 2, pool_name="avg_pool"
     )
