@@ -49,6 +49,8 @@ def main():
     parser.add_argument("--size", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--target", type=float, default=0.5)
+    parser.add_argument("--loss-weight", type=float, default=1.0, help="the target-rate loss's weight")
+    parser.add_argument("--losses", nargs="+", default=["per_gate", "per_batch"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--train", type=int, default=4000)
     parser.add_argument("--runs", type=int, default=5)
@@ -57,11 +59,15 @@ def main():
     (x_train, y_train), (x_test, y_test) = load_digit_images(size=args.size)
     x_train, y_train = x_train[: args.train], y_train[: args.train]
     last = None
-    for loss in ("per_gate", "per_batch"):
+    for loss in args.losses:
         for seed in args.seeds:
             keras.utils.set_random_seed(seed)
             model = zoo.gated_resnet_cifar(
-                depth=args.depth, input_shape=(args.size, args.size, 3), loss=loss, target_rate=args.target
+                depth=args.depth,
+                input_shape=(args.size, args.size, 3),
+                loss=loss,
+                target_rate=args.target,
+                loss_weight=args.loss_weight,
             )
             model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
             start = time.perf_counter()

@@ -31,6 +31,7 @@ The statistics themselves are pure functions here: ``expert_load``, ``open_rate`
 import keras
 from keras import ops
 
+from keras_routing.layers import deployment
 from keras_routing.schedules import _registry
 
 
@@ -57,8 +58,12 @@ def add_statistic(layer, name, shape=()):
 
 
 def record_statistic(layer, name, value):
-    """Set ``layer``'s statistic ``name`` to this batch's ``value`` (in ``call``); returns ``value``."""
-    _registry(layer, "_routing_statistics")[name].assign(ops.cast(value, "float32"))
+    """Set ``layer``'s statistic ``name`` to this batch's ``value`` (in ``call``); returns ``value``.
+
+    Not while exporting: a deployed graph writes no variables (LiteRT would keep them as
+    ``VAR_HANDLE`` / ``ASSIGN_VARIABLE`` ops, which mobile delegates reject)."""
+    if deployment.current() is None:
+        _registry(layer, "_routing_statistics")[name].assign(ops.cast(value, "float32"))
     return value
 
 

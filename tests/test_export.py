@@ -5,13 +5,14 @@ The converters are TensorFlow's, so the conversions run in this process on the T
 backend; on JAX and PyTorch one test covers the path through a TensorFlow subprocess.
 """
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 from keras_routing import deploy, zoo
-from keras_routing.deploy import worker
 from keras_routing.data import load_digit_images
+from keras_routing.deploy import worker
+from keras_routing.profiler import measure_rates
 from tests.reference import to_numpy
 from tests.seeds import SEED, record
 from tests.zoo.helpers import with_data_statistics
@@ -62,8 +63,14 @@ def assert_matches(outputs, expected, tolerance=1e-4):
     np.testing.assert_allclose(outputs, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max())
 
 
+# The plain networks convert through Keras's and TensorFlow's own path alone (no layer of ours
+# takes an export form), and ResNet-50's costs minutes on 2 cores: they run with `-m slow`; the
+# CondConv twins, which exercise the folding and the inference forms, run by default.
+LITERT_ZOO = [name if name in CONDITIONAL else pytest.param(name, marks=pytest.mark.slow) for name in ZOO]
+
+
 @on_tensorflow
-@pytest.mark.parametrize("name", list(ZOO))
+@pytest.mark.parametrize("name", LITERT_ZOO)
 def test_litert_builtin_ops_and_parity(name, digits, tmp_path):
     train, images = digits
     model = build(name, train)
@@ -93,6 +100,40 @@ def test_saved_model_and_onnx_parity(name, digits, tmp_path):
         tolerance = TOLERANCE.get(name, 1e-4)
         assert_matches(saved.serve(tf.constant(batch)).numpy(), expected[: len(batch)], tolerance)
         assert_matches(session.run(None, {feed: batch})[0], expected[: len(batch)], tolerance)
+
+
+@on_tensorflow
+def test_gated_resnet_exports_its_thresholded_form(digits, tmp_path):
+    """Issue 17: a gated ResNet exports as its thresholded form, a builtin ``IF`` per block that
+    runs one branch; LiteRT at batch 1 predicts what Keras predicts, example by example, with
+    gates open for some images and closed for others; the exported graph writes no variables
+    (the gates' statistics are training-side state)."""
+    from keras_routing.layers import GatedResidual
+
+    train, images = digits
+    model = with_data_statistics(
+        zoo.gated_resnet_cifar(depth=8, input_shape=(SIZE, SIZE, 3), classifier_activation=None), train
+    )
+    rng = np.random.default_rng(SEED)
+    gated = [layer for layer in model.layers if isinstance(layer, GatedResidual)]
+    for layer in gated:  # input-dependent decisions near even odds
+        kernel, _ = layer.gate.logits.get_weights()
+        layer.gate.logits.set_weights(
+            [rng.normal(0, 2.0, kernel.shape).astype("float32"), np.zeros(2, "float32")]
+        )
+    expected = to_numpy(model.predict(images, verbose=0))
+    rates = measure_rates(model, images)
+    assert any(0 < rate < 1 for rate in rates.values()), f"no block decides per example: {rates}"
+    path = deploy.export(model, tmp_path / "gated.tflite", "litert", batch_size=1)
+    ops = deploy.litert_ops(path)
+    assert_builtin_only(ops)
+    assert "IF" in ops, ops
+    assert not {op for op in ops if op in ("VAR_HANDLE", "ASSIGN_VARIABLE", "READ_VARIABLE")}, ops
+    assert_matches(deploy.run_litert(path, images), expected)
+    for layer in gated:
+        layer.inference = "always_on"
+    always_on = deploy.export(model, tmp_path / "always_on.tflite", "litert", batch_size=1)
+    assert "IF" not in deploy.litert_ops(always_on)
 
 
 def _digits_net(conditional):

@@ -9,8 +9,10 @@ take the form that suits that runtime rather than the training backend. Inside
   int8 models keep the experts' kernels static instead, so each is quantized per channel;
 - the CondConv classifier runs all experts in one matmul over weights that the converter
   folds into one constant (no kernel copy at run time);
-- the later families add theirs here: deterministic top-k for routed experts, threshold
-  inference for gated residuals.
+- gated residuals export in their inference mode (``"threshold"`` by default): one ``IF``
+  per block whose branch not taken never runs, on LiteRT as in TensorFlow graphs;
+- no layer writes its routing statistics (``keras_routing.metrics.record_statistic``): a
+  deployed graph holds no variable writes.
 
 This is the export-time form of the inference modes of ``keras_routing.layers.inference``: a
 layer's mode (``set_inference``) is the lasting choice; only a mode that leaves the form open
