@@ -6,6 +6,7 @@ digits as a TFDS dataset, and ``load_digits`` / ``load_digit_images`` give the s
 NumPy arrays.
 """
 
+from keras_routing.data.coco_json import CocoJson, coco_segmentation
 from keras_routing.data.digits_builder import EmbeddedDigits
 from keras_routing.data.embedded import load_digit_images, load_digits
 from keras_routing.data.pipelines import (
@@ -17,6 +18,8 @@ from keras_routing.data.pipelines import (
 )
 
 __all__ = [
+    "CocoJson",
+    "coco_segmentation",
     "EmbeddedDigits",
     "PREPROCESSING",
     "image_classification",

@@ -9,6 +9,7 @@ The shared bases: ``Router`` (a function of the input that says how much of what
 from keras_routing.layers.channel_gates import ChannelGate, ShallowEmbeddingGate
 from keras_routing.layers.cond_conv import CondConv2D, CondDense, CondDepthwiseConv2D
 from keras_routing.layers.conv_base import ConditionalConv
+from keras_routing.layers.early_exit import EarlyExit, ExitGate, ExitTargetLoss
 from keras_routing.layers.experts import StackedExperts
 from keras_routing.layers.gated_residual import BypassGate, GatedResidual, GateTargetLoss
 from keras_routing.layers.inference import InferenceModes, set_inference
@@ -21,6 +22,9 @@ __all__ = [
     "ShallowEmbeddingGate",
     "BypassGate",
     "GateTargetLoss",
+    "EarlyExit",
+    "ExitGate",
+    "ExitTargetLoss",
     "GatedResidual",
     "CondConv2D",
     "CondDense",

@@ -13,6 +13,10 @@ residual / bottleneck block, a head convolution, the classifier):
    shortcut=..., name=..., site=block_site)``: ``residual`` and ``shortcut`` are functions of the
    block input that build the residual branch and the skip path (identity or projection); the
    default sums them (``shortcut(x) + residual(x)``), building the skip path first.
+4. DenseNets (``backbones.densenet_cifar``): each dense layer goes through ``concat_block(x,
+   layer, name=..., site=...)`` (default ``concat([x, layer(x)])``), and the end of a dense block
+   that may hold an early exit through ``exit_point(x, rest, classifier=..., name=...,
+   site=...)`` (default ``rest(x)``: no exit).
 
 Implementations:
 
@@ -36,6 +40,9 @@ How the later families plug in (each a subclass overriding only what it changes)
 - ``BypassGateConditioner`` (probabilistic gates, ``gated_resnet``): ``block`` computes the gate
   ``z`` from the block input and returns ``shortcut(x) + z * residual(x)`` through a
   ``GatedResidual`` layer (which skips ``residual`` when the gate is closed); layers stay Plain.
+  Its ``concat_block`` gates a DenseNet layer as a mask (``GatedResidual(residual=False)``);
+  ``EarlyExitConditioner`` (``gated_densenet_cifar``) adds an ``EarlyExit`` at each
+  ``exit_point``.
 
 A conditioner is used for one network: it may keep state between calls (CondConv's shared
 routing weights), so build a new one for each model.
@@ -69,6 +76,8 @@ class Site:
         stage: the block's resolution stage: its output stride is ``2 ** stage``.
         strides: the layer's stride (for a block, the block's: 2 where it downsamples).
         layers: for a block, the sites of the conditioned layers it holds, in build order.
+        dilation: the dilation rate of the spatial (kernel > 1) convolutions of this layer or
+            block (1 but in a dilated network: DRN's stages 4 and 5); a block's layers inherit it.
     """
 
     kind: str
@@ -78,6 +87,7 @@ class Site:
     stage: int
     strides: int = 1
     layers: tuple = ()
+    dilation: int = 1
 
     @property
     def downsamples(self):
@@ -86,11 +96,18 @@ class Site:
 
     def layer(self, kind, role, strides=1):
         """The site of a layer of this block."""
-        return Site(kind, role, self.index, self.block, self.stage, strides)
+        return Site(kind, role, self.index, self.block, self.stage, strides, dilation=self.dilation)
 
     def holding(self, *layers):
         """This block's site, listing the layers it holds."""
         return dataclasses.replace(self, layers=tuple(layers))
+
+
+def dilation_rate(site, kernel_size):
+    """The dilation of a convolution of ``kernel_size`` at ``site``: the site's for a spatial
+    kernel, 1 for a 1x1 (where dilation changes nothing)."""
+    size = kernel_size if isinstance(kernel_size, (tuple, list)) else (kernel_size,)
+    return 1 if all(k == 1 for k in size) else site.dilation
 
 
 class Conditioner:
@@ -104,7 +121,13 @@ class Conditioner:
 
     def conv(self, x, filters, kernel_size, *, name, site, strides=1, padding="same", use_bias=False):
         layer = keras.layers.Conv2D(
-            filters, kernel_size, strides=strides, padding=padding, use_bias=use_bias, name=name
+            filters,
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            use_bias=use_bias,
+            dilation_rate=dilation_rate(site, kernel_size),
+            name=name,
         )
         return layer(x)
 
@@ -122,6 +145,17 @@ class Conditioner:
         layer named ``name``."""
         skip = shortcut(x)
         return keras.layers.Add(name=name)([skip, residual(x)])
+
+    def concat_block(self, x, layer, *, name, site):
+        """A DenseNet layer: ``concat([x, layer(x)])`` along the channels, by a
+        ``Concatenate`` named ``name`` (``layer`` builds the new features from ``x``)."""
+        return keras.layers.Concatenate(name=name)([x, layer(x)])
+
+    def exit_point(self, x, rest, *, classifier, name, site):
+        """The end of a stage where an early exit may go: ``rest(x)`` builds the rest of the
+        network from ``x`` (its prediction); ``classifier(x)`` would build an intermediate
+        classifier. The base builds no exit: ``rest(x)``."""
+        return rest(x)
 
 
 class Plain(Conditioner):
@@ -257,7 +291,13 @@ class ChannelGateConditioner(Conditioner):
             filters = max(1, round(filters * self.widen))
         if consumer is not None:
             layer = ChannelGate(
-                filters, kernel_size, strides=strides, padding=padding, use_bias=use_bias, name=name
+                filters,
+                kernel_size,
+                strides=strides,
+                padding=padding,
+                use_bias=use_bias,
+                dilation_rate=dilation_rate(site, kernel_size),
+                name=name,
             )
             x = layer(x, self.gates[consumer])
         else:
@@ -341,3 +381,60 @@ class BypassGateConditioner(Conditioner):
         y, z = layer(x, shortcut=None if skip is x else skip, return_gates=True)
         self.gates.append(z)
         return y
+
+    def concat_block(self, x, layer, *, name, site):
+        """A DenseNet layer gated as a mask (section 5): ``concat([x, z * layer(x)])`` through a
+        ``GatedResidual(..., residual=False)`` named ``<block>_gated`` (a closed gate's layer
+        outputs zeros, concatenated as usual, and does not run at inference)."""
+        if not self.which(site):
+            return super().concat_block(x, layer, name=name, site=site)
+        from keras_routing.layers.gated_residual import GatedResidual
+
+        inputs = keras.Input(tuple(x.shape[1:]), name=f"{site.block}_layer_input")
+        function = keras.Model(inputs, layer(inputs), name=f"{site.block}_layer")
+        gated = GatedResidual(function, residual=False, name=f"{site.block}_gated", **self.options)
+        y, z = gated(x, return_gates=True)
+        self.gates.append(z)
+        return keras.layers.Concatenate(name=name)([x, y])
+
+
+class EarlyExitConditioner(BypassGateConditioner):
+    """Early exit with probabilistic gates (``gated_densenet_cifar``; section 5, S2.4): at each
+    ``exit_point`` an ``EarlyExit`` named ``name`` holding an ``ExitGate`` of ``exit_width``
+    channels, the intermediate classifier (a model ``<name>_classifier``) and the rest of the
+    network (a model ``<name>_rest``, holding the later exits); DenseNet layers gated as masks
+    where ``which`` holds (``BypassGateConditioner``'s arguments; ``which`` default: all).
+
+    ``exits`` lists the exit gates ``(batch, 1)`` in order and ``gates`` the layer gates, both
+    as tensors of the outermost graph (the rest's are passed out through its ``EarlyExit``):
+    the inputs of an ``ExitTargetLoss`` and a ``GateTargetLoss``.
+    """
+
+    def __init__(self, *, exit_width=128, exit_threshold=0.5, exit_temperature=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.exit_options = {"width": exit_width, "temperature": exit_temperature}
+        self.exit_threshold = exit_threshold
+        self.exits = []
+
+    def exit_point(self, x, rest, *, classifier, name, site):
+        from keras_routing.layers.early_exit import EarlyExit, ExitGate
+
+        gates, exits = len(self.gates), len(self.exits)
+        inputs = keras.Input(tuple(x.shape[1:]), name=f"{name}_rest_input")
+        prediction = rest(inputs)
+        inner_exits, inner_gates = self.exits[exits:], self.gates[gates:]
+        rest_model = keras.Model(inputs, [prediction, *inner_exits, *inner_gates], name=f"{name}_rest")
+        head_input = keras.Input(tuple(x.shape[1:]), name=f"{name}_classifier_input")
+        head = keras.Model(head_input, classifier(head_input), name=f"{name}_classifier")
+        layer = EarlyExit(
+            head,
+            rest_model,
+            gate=ExitGate(**self.exit_options, name=f"{name}_gate"),
+            threshold=self.exit_threshold,
+            inference=self.options["inference"],
+            name=name,
+        )
+        outputs = layer(x, return_gates=True)
+        self.exits[exits:] = outputs[1 : 2 + len(inner_exits)]
+        self.gates[gates:] = outputs[2 + len(inner_exits) :]
+        return outputs[0]

@@ -18,7 +18,14 @@ from keras_routing.zoo.deepmoe import (
     resnet_baseline,
     vgg16_baseline,
 )
+from keras_routing.zoo.deepmoe_segmentation import (
+    DeepMoESegmentationTask,
+    SegmentationTask,
+    deepmoe_drn_a50,
+    drn_a50,
+)
 from keras_routing.zoo.gated import gated_resnet, gated_resnet_cifar
+from keras_routing.zoo.gated_densenet import exit_report, gated_densenet_cifar
 from keras_routing.zoo.mobilenet_v1 import cc_mobilenet_v1, mobilenet_v1
 from keras_routing.zoo.mobilenet_v2 import cc_mobilenet_v2, mobilenet_v2
 from keras_routing.zoo.registry import (
@@ -42,6 +49,10 @@ __all__ = [
     "deepmoe_vgg16",
     "resnet_baseline",
     "vgg16_baseline",
+    "DeepMoESegmentationTask",
+    "SegmentationTask",
+    "deepmoe_drn_a50",
+    "drn_a50",
     "FAMILIES",
     "ModelInfo",
     "TASKS",
@@ -50,6 +61,8 @@ __all__ = [
     "cc_resnet50",
     "factory",
     "families",
+    "exit_report",
+    "gated_densenet_cifar",
     "gated_resnet",
     "gated_resnet_cifar",
     "get",

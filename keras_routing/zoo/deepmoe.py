@@ -103,9 +103,10 @@ def _resnet_builder(depth, variant, **kwargs):
     )
 
 
-def deepmoe_model(build, roles, *, widen, gate, name):
+def deepmoe_model(build, roles, *, widen, gate, name, task=None):
     """Builds ``build(conditioner, name=...)`` twice: once recording the gated widths, then with
-    the ``ShallowEmbeddingGate`` they give; returns the ``DeepMoETask``."""
+    the ``ShallowEmbeddingGate`` they give; returns the ``DeepMoETask`` (or ``task``, a subclass
+    of it: the segmentation task of ``deepmoe_drn_a50``)."""
     recording = ChannelGateConditioner(_gated(roles), widen=widen)
     build(recording, name=name)
     conditioner = ChannelGateConditioner(
@@ -116,7 +117,7 @@ def deepmoe_model(build, roles, *, widen, gate, name):
     outputs = network.outputs[0]
     if conditioner.embedding_predictions is not None:
         outputs = [outputs, conditioner.embedding_predictions]
-    return DeepMoETask(network.inputs, outputs, name=name)
+    return (task or DeepMoETask)(network.inputs, outputs, name=name)
 
 
 def _gate_arguments(classes, embedding_dim, num_convs, gate_l1_weight, embedding_loss_weight):
