@@ -17,8 +17,8 @@ same interpolation but for the border rows) and a per-pixel softmax (``predictio
 
 import keras
 
-from keras_routing.models.backbones.common import batch_norm, check_arguments, check_conditioner, image_input
-from keras_routing.models.backbones.resnet import BLOCKS, FILTERS, STRIDE_ON, _bottleneck
+from keras_routing.models.backbones.common import check_arguments, check_conditioner, image_input
+from keras_routing.models.backbones.resnet import BLOCKS, FILTERS, STRIDE_ON, _bottleneck, stem
 from keras_routing.models.conditioners import Site
 from keras_routing.validation import is_integer
 
@@ -85,16 +85,7 @@ def drn_a_backbone(
 
     inputs = image_input(input_shape, default_size=512)
     _check_size(tuple(inputs.shape[1:]))
-    # The stem as resnet_backbone's (keras.applications' layers and names).
-    stem = Site("block", "stem", 1, "conv1", stage=1, strides=2)
-    site = stem.layer("conv", "stem", strides=2)
-    conditioner.start_block(inputs, site=stem.holding(site))
-    x = keras.layers.ZeroPadding2D(((3, 3), (3, 3)), name="conv1_pad")(inputs)
-    x = conditioner.conv(x, 64, 7, name="conv1_conv", site=site, strides=2, padding="valid", use_bias=True)
-    x = batch_norm(x, "conv1_bn", **norm)
-    x = keras.layers.Activation("relu", name="conv1_relu")(x)
-    x = keras.layers.ZeroPadding2D(((1, 1), (1, 1)), name="pool1_pad")(x)
-    x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    x = stem(inputs, conditioner, norm)  # resnet_backbone's (keras.applications' names)
 
     index = 1
     dilated = {}  # the 3x3 of each block: its dilation, checked once built

@@ -67,6 +67,22 @@ def _bottleneck(conditioner, x, filters, stride, projection, block, stride_on, n
     return keras.layers.Activation("relu", name=f"{name}_out")(x)
 
 
+def stem(inputs, conditioner, norm):
+    """ResNet's stem, ``keras.applications``' layers and names: 7x7/2 convolution, batch norm,
+    ReLU, 3x3/2 max pooling (output stride 4)."""
+    site = Site("block", "stem", 1, "conv1", stage=1, strides=2)
+    conv_site = site.layer("conv", "stem", strides=2)
+    conditioner.start_block(inputs, site=site.holding(conv_site))
+    x = keras.layers.ZeroPadding2D(((3, 3), (3, 3)), name="conv1_pad")(inputs)
+    x = conditioner.conv(
+        x, 64, 7, name="conv1_conv", site=conv_site, strides=2, padding="valid", use_bias=True
+    )
+    x = batch_norm(x, "conv1_bn", **norm)
+    x = keras.layers.Activation("relu", name="conv1_relu")(x)
+    x = keras.layers.ZeroPadding2D(((1, 1), (1, 1)), name="pool1_pad")(x)
+    return keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+
+
 def resnet_backbone(
     *,
     depth=50,
@@ -97,15 +113,7 @@ def resnet_backbone(
     norm = dict(momentum=bn_momentum, epsilon=1.001e-5)
 
     inputs = image_input(input_shape)
-    stem = Site("block", "stem", 1, "conv1", stage=1, strides=2)
-    site = stem.layer("conv", "stem", strides=2)
-    conditioner.start_block(inputs, site=stem.holding(site))
-    x = keras.layers.ZeroPadding2D(((3, 3), (3, 3)), name="conv1_pad")(inputs)
-    x = conditioner.conv(x, 64, 7, name="conv1_conv", site=site, strides=2, padding="valid", use_bias=True)
-    x = batch_norm(x, "conv1_bn", **norm)
-    x = keras.layers.Activation("relu", name="conv1_relu")(x)
-    x = keras.layers.ZeroPadding2D(((1, 1), (1, 1)), name="pool1_pad")(x)
-    x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    x = stem(inputs, conditioner, norm)
 
     index = 1
     for stage, (filters, blocks) in enumerate(zip(FILTERS, BLOCKS[int(depth)]), start=2):
