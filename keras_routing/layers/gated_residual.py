@@ -23,6 +23,7 @@ from keras import ops
 from keras_routing import losses as routing_losses
 from keras_routing import metrics as routing_metrics
 from keras_routing import schedules
+from keras_routing.layers.conditional import cond_with_state
 from keras_routing.layers.inference import InferenceModes
 from keras_routing.layers.router import Router
 from keras_routing.validation import integer, number
@@ -282,8 +283,11 @@ class GatedResidual(InferenceModes, keras.layers.Layer):
                 shape = self.compute_output_shape(tuple(inputs.shape))
                 return ops.zeros((ops.shape(inputs)[0],) + tuple(shape[1:]), self.compute_dtype)
 
-            # One branch runs: a batch with every gate closed skips F.
-            out = ops.cond(ops.any(z > 0), lambda: ops.cast(run(), self.compute_dtype), bypass)
+            # One branch runs: a batch with every gate closed skips F (which may write state:
+            # a routed layer's statistics inside F).
+            out = cond_with_state(
+                ops.any(z > 0), lambda: ops.cast(run(), self.compute_dtype), bypass, self.residual_function
+            )
         return (out, z) if return_gates else out
 
     def _spread(self, z, out):

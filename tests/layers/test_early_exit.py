@@ -7,7 +7,7 @@ import pytest
 
 import keras_routing
 from keras_routing.layers import EarlyExit, ExitGate, ExitTargetLoss
-from keras_routing.layers.early_exit import cond_with_state, threaded_cond
+from keras_routing.layers.conditional import cond_with_state, threaded_cond
 from tests.harness import run_layer_test
 from tests.reference import to_numpy
 

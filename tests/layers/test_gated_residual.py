@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import keras_routing
+from keras_routing import metrics as routing_metrics
 from keras_routing.layers import BypassGate, GatedResidual, GateTargetLoss
 from keras_routing.layers.gated_residual import gumbel_softmax_open
 from keras_routing.models.task import Task
@@ -140,6 +141,41 @@ def test_a_closed_gate_does_not_run_the_residual_function():
     assert np.isnan(model.predict(x, verbose=0)).all()
     # The profiler measures the rate in the model's mode: always on, F runs for every example.
     assert keras_routing.profile(model, data=x).rates == {layer.name: 1.0}
+
+
+class _RecordsMean(keras.layers.Layer):
+    """A residual function that writes a routing statistic in inference, as routed or
+    channel-gated layers do: ``2 x``, recording ``mean(x)``."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        routing_metrics.add_statistic(self, "input_mean")
+
+    def compute_output_shape(self, shape):
+        return shape
+
+    def call(self, x):
+        routing_metrics.record_statistic(self, "input_mean", keras.ops.mean(x))
+        return 2.0 * x
+
+
+@pytest.mark.parametrize("open_logit", [4.0, -4.0])
+def test_a_residual_function_that_writes_state_runs_under_the_gate(open_logit):
+    """On JAX a write inside a traced ``lax.cond`` branch would leak a tracer: the state goes
+    through the branches. Open, F runs (``x + 2x``) and its statistic is written; closed, the
+    block is its shortcut and the statistic keeps its value."""
+    x = keras.Input((3, 3, 2))
+    layer = GatedResidual(_RecordsMean(), gate="independent")
+    model = keras.Model(x, layer(x))
+    layer.gate.independent_logits.assign(np.array([0.0, open_logit], "float32"))
+    images = np.full((1, 3, 3, 2), 0.5, "float32")
+    outputs = model.predict(images, verbose=0)
+    if open_logit > 0:
+        np.testing.assert_allclose(outputs, 3 * images)
+        assert float(to_numpy(layer.residual_function.input_mean)) == pytest.approx(0.5)
+    else:
+        np.testing.assert_array_equal(outputs, images)
+        assert float(to_numpy(layer.residual_function.input_mean)) == 0.0
 
 
 def test_bad_input_names_the_argument():
