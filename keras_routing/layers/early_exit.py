@@ -2,12 +2,13 @@
 S2.4): at the end of a stage an exit gate decides, per example, whether the stage's own
 classifier answers or the rest of the network runs.
 
-- ``ExitGate`` (a ``Router``): S2.4's gate on the stage's feature map: a 3x3 convolution to
-  ``width`` (128 in the paper), batch normalization, a second 3x3 convolution to ``width``, batch
-  normalization, 4x4 average pooling, a linear layer to two logits (stay, exit) and, in training,
-  a hard Gumbel-softmax sample with straight-through gradients (``gumbel_softmax_open``). The
-  paper lists no activation; ``activation`` (ReLU by default) follows each normalization, since
-  without one the two convolutions compose into a single linear map.
+- ``ExitGate`` (a ``GumbelGate``, as ``BypassGate``): S2.4's gate on the stage's feature map:
+  a 3x3 convolution to ``width`` (128 in the paper), batch normalization, a second 3x3
+  convolution to ``width``, batch normalization, 4x4 average pooling, a linear layer to two
+  logits (stay, exit) and, in training, a hard Gumbel-softmax sample with straight-through
+  gradients (``gumbel_softmax_open``). The paper lists no activation; ``activation`` (ReLU by
+  default) follows each normalization, since without one the two convolutions compose into a
+  single linear map.
 - ``EarlyExit``: wraps the stage's ``classifier`` and the ``rest`` of the network (a layer or model
   of the same input that returns its prediction, or ``[prediction, *extras]``: the later gates).
   Training: ``e * classifier(x) + (1 - e) * rest(x)`` with the hard straight-through ``e``,
@@ -31,9 +32,8 @@ from keras_routing import losses as routing_losses
 from keras_routing import metrics as routing_metrics
 from keras_routing import schedules
 from keras_routing.layers.conditional import cond_with_state
-from keras_routing.layers.gated_residual import gumbel_softmax_open
+from keras_routing.layers.gated_residual import GumbelGate
 from keras_routing.layers.inference import InferenceModes
-from keras_routing.layers.router import Router
 from keras_routing.validation import integer, number
 
 GATE_WIDTH = 128  # S2.4
@@ -41,7 +41,7 @@ GATE_POOL = 4  # S2.4's 4x4 average pooling
 
 
 @keras.saving.register_keras_serializable(package="keras_routing")
-class ExitGate(Router):
+class ExitGate(GumbelGate):
     """S2.4's exit gate on a feature map ``(batch, height, width, channels)``: ``call`` returns
     the logits ``(batch, 1, 2)`` of (stay, exit); ``open_probability`` and ``sample`` turn them
     into the exit probability and hard Gumbel-softmax gates, as ``BypassGate``'s.
@@ -101,15 +101,6 @@ class ExitGate(Router):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 1, 2)
-
-    @staticmethod
-    def open_probability(logits):
-        """The learned probability of exiting, ``(batch, 1)``."""
-        return ops.softmax(logits, axis=-1)[..., 1]
-
-    def sample(self, logits, hard=True):
-        """Gumbel-softmax exit gates ``(batch, 1)`` at this gate's temperature."""
-        return gumbel_softmax_open(logits, self.temperature, self.seed_generator, hard=hard)
 
     def get_config(self):
         config = super().get_config()

@@ -48,8 +48,22 @@ def gumbel_softmax_open(logits, temperature, seed_generator, hard=True):
     return soft + ops.stop_gradient(sample - soft)
 
 
+class GumbelGate(Router):
+    """A router whose ``call`` returns two logits per gate, ``(..., 2)``: (closed, open), or
+    (stay, exit) for an exit; subclasses set ``temperature`` and ``seed_generator``."""
+
+    @staticmethod
+    def open_probability(logits):
+        """The learned probability that each gate is open (or exits), ``(batch, n)``."""
+        return ops.softmax(logits, axis=-1)[..., 1]
+
+    def sample(self, logits, hard=True):
+        """Gumbel-softmax gates ``(batch, n)`` at this gate's temperature (see ``gumbel_softmax_open``)."""
+        return gumbel_softmax_open(logits, self.temperature, self.seed_generator, hard=hard)
+
+
 @keras.saving.register_keras_serializable(package="keras_routing")
-class BypassGate(Router):
+class BypassGate(GumbelGate):
     """The bypass gate of ``num_experts`` gates (the granularity): ``call`` returns the logits
     ``(batch, n, 2)`` of (closed, open); ``open_probability`` and ``sample`` turn them into gates.
 
@@ -111,15 +125,6 @@ class BypassGate(Router):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_experts, 2)
-
-    @staticmethod
-    def open_probability(logits):
-        """The learned probability that each gate is open, ``(batch, n)``."""
-        return ops.softmax(logits, axis=-1)[..., 1]
-
-    def sample(self, logits, hard=True):
-        """Gumbel-softmax gates ``(batch, n)`` at this gate's temperature (see ``gumbel_softmax_open``)."""
-        return gumbel_softmax_open(logits, self.temperature, self.seed_generator, hard=hard)
 
     def get_config(self):
         return {
