@@ -18,12 +18,22 @@ classifier answers or the rest of the network runs.
   classifier and the rest each run under ``keras.ops.cond`` on "some example of the batch needs
   it", so at batch 1 an example that exits runs nothing after its exit (a batch that all exits
   skips the rest too). ``always_on`` never exits: the classifier does not run.
+- Deep supervision (MSDNet's and BranchyNet's training, which the paper's exits follow): with the
+  hard mix a classifier learns only from the examples it answers, so from scratch the early,
+  faster-learning classifiers take every example and the later ones starve. In training each
+  ``EarlyExit`` therefore keeps what its classifier and its rest predicted for every example
+  (``training_predictions``), and ``EarlyExitTask`` adds every classifier's cross-entropy on every
+  example to the loss. They are kept on the layer for the one training step that traced them
+  (the loss reads them in the same trace on every backend, as Keras's own ``add_loss`` terms), a
+  slot per thread (TensorFlow's replicas trace in threads of their own).
 - ``ExitTargetLoss``: after the model's output, with every exit gate in order: the fraction of
   examples answered by each classifier (the first open exit, the final classifier where none is)
   as the statistic ``exit_fraction``, and in training the const-quad per-gate exit target: the
   mean over exits of ``max(t - mean over the batch of e_i, 0)^2`` (the paper's .3: more early
   exits than the target cost nothing).
 """
+
+import threading
 
 import keras
 from keras import ops
@@ -115,6 +125,13 @@ class ExitGate(GumbelGate):
         }
 
 
+class _PerThread:
+    """Tensors of one training step, out of Keras's attribute tracking, a slot per thread."""
+
+    def __init__(self):
+        self.slots = {}
+
+
 def _deserialize(value, what):
     if isinstance(value, dict):
         value = keras.saving.deserialize_keras_object(value)
@@ -183,6 +200,12 @@ class EarlyExit(InferenceModes, keras.layers.Layer):
         self.gate = gate
         if self.gate.dtype_policy.name != self.dtype_policy.name:
             self.gate.adopt_dtype_policy(self.dtype_policy)
+        self._training_predictions = _PerThread()
+
+    def training_predictions(self):
+        """``(classifier, rest)``: what the classifier and the rest predicted for every example in
+        this thread's last training call, removed as they are read (``None`` if there was none)."""
+        return self._training_predictions.slots.pop(threading.get_ident(), None)
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
@@ -234,6 +257,7 @@ class EarlyExit(InferenceModes, keras.layers.Layer):
             rest = [ops.cast(t, dtype) for t in _as_list(self.rest(inputs, training=True))]
             mix = ops.reshape(e, (-1,) + (1,) * (len(here.shape) - 1))
             prediction = mix * here + (1.0 - mix) * rest[0]
+            self._training_predictions.slots[threading.get_ident()] = (here, rest[0])
         elif self.inference == "always_on":
             e = ops.zeros((ops.shape(inputs)[0], 1), dtype)  # the gate does not run either
             rest = [ops.cast(t, dtype) for t in _as_list(self.rest(inputs, training=False))]

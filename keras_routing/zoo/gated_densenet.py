@@ -4,13 +4,14 @@ layer outputs zeros, concatenated as usual) and, at the end of dense blocks 1 an
 gate with an intermediate classifier.
 
     model = keras_routing.zoo.gated_densenet_cifar(depth=100, growth_rate=12)
-    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile()                      # Adam, sparse categorical cross-entropy, accuracy
     model.fit(x, y)                      # logs exit_target_loss_exit_fraction_0 .. _2
     report = keras_routing.zoo.gated_densenet.exit_report(model, x_test, y_test)
 
-The model is a ``Task`` whose prediction passes through a ``GateTargetLoss`` over every layer
-gate (per-gate const-quad, target .9) and an ``ExitTargetLoss`` over both exit gates (per-gate
-const-quad, at least .3 exiting), so a plain ``fit`` trains it end to end. The nesting
+The model is an ``EarlyExitTask`` whose prediction passes through a ``GateTargetLoss`` over every
+layer gate (per-gate const-quad, target .9) and an ``ExitTargetLoss`` over both exit gates
+(per-gate const-quad, at least .3 exiting), and which adds each classifier's cross-entropy on
+every example (deep supervision, MSDNet's), so a plain ``fit`` trains it end to end. The nesting
 (``exit1`` holds ``exit1_rest``, which holds ``exit2``) is what lets an example that exits skip
 everything after its exit at inference.
 """
@@ -23,7 +24,7 @@ from keras_routing.layers.gated_residual import GatedResidual, GateTargetLoss
 from keras_routing.losses import TARGET_RATE_LOSSES
 from keras_routing.models.backbones.densenet_cifar import CLASSIFIER_WIDTH, densenet_cifar_backbone
 from keras_routing.models.conditioners import EarlyExitConditioner
-from keras_routing.models.task import Task
+from keras_routing.models.early_exit_task import EarlyExitTask
 from keras_routing.validation import number
 from keras_routing.zoo.papers import PROBABILISTIC_GATES
 from keras_routing.zoo.registry import register
@@ -44,6 +45,7 @@ def gated_densenet_cifar(
     layer_loss_weight=1.0,
     exit_target_rate=0.3,
     exit_loss_weight=1.0,
+    classifier_loss_weight=1.0,
     exit_gate_width=128,
     exit_classifier_width=CLASSIFIER_WIDTH,
     temperature=1.0,
@@ -62,7 +64,9 @@ def gated_densenet_cifar(
     every dense layer, trained to ``layer_target_rate`` by ``layer_loss`` (a
     ``keras_routing.losses.TARGET_RATE_LOSSES`` name; the paper's per-gate const-quad at .9);
     ``exit_target_rate``: the per-gate const-quad exit target (the paper's .3); the weights of
-    both losses; ``exit_gate_width`` (S2.4: 128) and ``exit_classifier_width`` (MSDNet: 128)
+    both losses; ``classifier_loss_weight`` the weight of the classifiers' summed cross-entropies
+    on every example (deep supervision, ``EarlyExitTask``; 0: the chosen prediction's loss
+    alone, which from scratch drifts to exiting everything early); ``exit_gate_width`` (S2.4: 128) and ``exit_classifier_width`` (MSDNet: 128)
     the exit gates' and intermediate classifiers' channels; ``temperature`` of every gate;
     ``threshold`` (layers) and ``exit_threshold`` (exits) under ``inference="threshold"``;
     ``inference`` one of ``"threshold"``, ``"stochastic"``, ``"always_on"`` (never exit, run
@@ -106,7 +110,13 @@ def gated_densenet_cifar(
     outputs = ExitTargetLoss(exit_target_rate, weight=exit_loss_weight, name="exit_target_loss")(
         [outputs, *conditioner.exits]
     )
-    return Task(backbone.input, outputs, name=name or f"gated_densenet{depth}_cifar")
+    return EarlyExitTask(
+        backbone.input,
+        outputs,
+        classifier_loss_weight=classifier_loss_weight,
+        from_logits=classifier_activation in (None, "linear"),
+        name=name or f"gated_densenet{depth}_cifar",
+    )
 
 
 def _levels(model):

@@ -209,3 +209,48 @@ def test_cost_rule_counts_what_an_exiting_example_runs(model):
     classifier = 64 * 9 * 12 * 8 + 16 * 9 * 8 * 8 + 2 * 2 * 8 * 3
     assert exiting.expected_madds == pytest.approx(stem + layer + gate + classifier)
     assert exiting.madds == full.madds > exiting.expected_madds
+
+
+def test_deep_supervision_adds_every_classifiers_loss_on_every_example():
+    """EarlyExitTask's loss in training: the chosen prediction's cross-entropy, the target-rate
+    terms, and each classifier's cross-entropy on the whole batch (MSDNet's sum), computed here
+    from the classifiers called directly on the features each one sees."""
+    keras.utils.set_random_seed(3)
+    model = _small(layer_gates=False)  # no sampled layer gates: the features are deterministic
+    model.compile()
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(6, 16, 16, 3)).astype("float32"), rng.integers(0, 3, 6)
+    y_pred = model(x, training=True)
+    loss = to_numpy(model.compute_loss(x, keras.ops.convert_to_tensor(y), y_pred, training=True))
+    assert model.supervised_predictions() == []  # read once, by that loss
+    exit1 = model.get_layer("exit1")
+    exit2 = exit1.rest.get_layer("exit2")
+    features1 = keras.Model(model.input, exit1.input)(x, training=True)
+    features2 = keras.Model(exit1.rest.input, exit2.input)(features1, training=True)
+    final = exit2.rest(features2, training=True)
+    final = final[0] if isinstance(final, (list, tuple)) else final
+    heads = [exit1.classifier(features1, training=True), exit2.classifier(features2, training=True), final]
+
+    def cross_entropy(p):
+        p = to_numpy(p)
+        return float(np.mean(-np.log(p[np.arange(len(y)), y])))
+
+    targets = sum(float(to_numpy(term)) for term in model.losses)
+    expected = cross_entropy(y_pred) + targets + sum(cross_entropy(h) for h in heads)
+    assert loss == pytest.approx(expected, rel=1e-5)
+    # Without deep supervision, the chosen prediction's loss and the targets alone.
+    keras.utils.set_random_seed(3)
+    plain = _small(layer_gates=False, classifier_loss_weight=0.0)
+    plain.compile()
+    plain.set_weights(model.get_weights())
+    y_plain = plain(x, training=True)
+    got = to_numpy(plain.compute_loss(x, keras.ops.convert_to_tensor(y), y_plain, training=True))
+    assert got == pytest.approx(
+        cross_entropy(y_plain) + sum(float(to_numpy(t)) for t in plain.losses), rel=1e-5
+    )
+    with pytest.raises(ValueError, match="classifier_loss_weight"):
+        _small(classifier_loss_weight=-1.0)
+    # Training needs the labels.
+    model(x, training=True)
+    with pytest.raises(ValueError, match="needs the labels"):
+        model.compute_loss(x, None, y_pred, training=True)
