@@ -69,12 +69,17 @@ def __dir__():
 
 
 # Modules whose layers register with Keras's serialization: the layers, and those the transforms
-# create (a folded model's ``Offset``), the schedules in layers' configs and the task models.
+# create (a folded model's ``Offset``), the schedules in layers' configs, the task models
+# (``Task``, ``EarlyExitTask``) and the zoo's own (``DeepMoETask``, the segmentation tasks, the
+# routing zoo's ``DenseExpert`` and ``TaskReadouts``): without them a saved zoo model would not
+# load after ``import keras_routing``.
 _REGISTERING = (
     "keras_routing.layers",
     "keras_routing.transforms",
     "keras_routing.schedules",
     "keras_routing.models.task",
+    "keras_routing.models.early_exit_task",
+    "keras_routing.zoo",
 )
 
 

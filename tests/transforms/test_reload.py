@@ -93,3 +93,66 @@ def test_upcycled_and_folded_models_reload_in_safe_mode(tmp_path):
     # Upcycled, the CondConv net computes what the plain net computes; folded, the same again.
     np.testing.assert_allclose(upcycled["outputs"], expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(refolded["outputs"], expected, rtol=1e-4, atol=1e-4)
+
+
+LOAD_EACH = """
+import json, sys
+import numpy as np
+import keras_routing  # nothing else of the package: its models must load after this alone
+import keras
+
+report = {}
+for path, inputs in zip(sys.argv[1::2], sys.argv[2::2]):
+    model = keras.saving.load_model(path, safe_mode=True)
+    outputs = keras.tree.flatten(model(np.load(inputs), training=False))
+    report[path] = {"class": type(model).__name__, "outputs": [keras.ops.convert_to_numpy(o).tolist() for o in outputs]}
+print(json.dumps(report))
+"""
+
+
+def test_every_familys_zoo_model_reloads_after_importing_the_package_alone(tmp_path):
+    """A saved DeepMoE, early-exit and routing zoo model loads in a fresh process that imports
+    only ``keras_routing`` and Keras (their task classes and layers registered by the import)."""
+    from keras_routing import zoo
+
+    rng = np.random.default_rng(3)
+    models = {
+        "deepmoe": (
+            zoo.deepmoe_resnet(8, input_shape=(16, 16, 3), classes=4),
+            rng.normal(size=(2, 16, 16, 3)),
+        ),
+        "early_exit": (
+            zoo.gated_densenet_cifar(
+                depth=16,
+                growth_rate=4,
+                exit_gate_width=8,
+                exit_classifier_width=8,
+                input_shape=(16, 16, 3),
+                classes=4,
+            ),
+            rng.normal(size=(2, 16, 16, 3)),
+        ),
+        "routing": (zoo.routing_mlp_mnist(units=8), rng.uniform(size=(2, 28, 28, 1))),
+    }
+    arguments, expected = [], {}
+    for name, (model, x) in models.items():
+        x = x.astype("float32")
+        path, inputs = tmp_path / f"{name}.keras", tmp_path / f"{name}.npy"
+        model.save(path)
+        np.save(inputs, x)
+        arguments += [str(path), str(inputs)]
+        expected[str(path)] = (
+            type(model).__name__,
+            [to_numpy(o) for o in keras.tree.flatten(model(x, training=False))],
+        )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_EACH, *arguments], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for path, (kind, outputs) in expected.items():
+        assert report[path]["class"] == kind
+        for got, want in zip(report[path]["outputs"], outputs):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
