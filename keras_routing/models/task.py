@@ -74,6 +74,11 @@ class Task(keras.Model):
             metrics=self.default_metrics() if auto(metrics) else metrics,
             **kwargs,
         )
+        # Keras saves what jit_compile="auto" resolved to on this backend (False on TensorFlow's
+        # CPU and on PyTorch): a model trained there and loaded on JAX would then run op by op,
+        # its conditionals recompiled at every call (the early-exit DenseNet: 20x slower). Save
+        # the argument, so that the loading backend resolves it.
+        self._compile_config.config["jit_compile"] = kwargs.get("jit_compile", "auto")
         self.track_statistics()
 
     def compile_from_config(self, config):

@@ -121,6 +121,21 @@ def test_compile_defaults_and_overrides():
     assert set(task.evaluate(x, y, verbose=0, return_dict=True)) == {"loss"}
 
 
+def test_the_saved_jit_compile_is_the_argument_so_the_loading_backend_resolves_auto(tmp_path):
+    """Keras would save "auto" resolved on this backend (False on TensorFlow's CPU and PyTorch),
+    and a model loaded on JAX would then run eagerly; a task saves the argument itself."""
+    task = AuxiliaryClassifier(backbone(), CLASSES)
+    task.compile()
+    assert task.get_compile_config()["jit_compile"] == "auto"
+    task.save(tmp_path / "auto.keras")
+    reloaded = keras.saving.load_model(tmp_path / "auto.keras")
+    assert reloaded.jit_compile == (keras.backend.backend() == "jax")  # "auto" on a CPU machine
+    task.compile(jit_compile=False)
+    assert task.get_compile_config()["jit_compile"] is False
+    task.save(tmp_path / "eager.keras")
+    assert keras.saving.load_model(tmp_path / "eager.keras").jit_compile is False
+
+
 def test_a_task_built_directly_is_functional_and_reloads(tmp_path):
     inputs = keras.Input((6,))
     task = Task(inputs, keras.layers.Dense(CLASSES)(inputs), name="plain")
