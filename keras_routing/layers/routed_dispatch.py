@@ -23,6 +23,8 @@ import math
 import keras
 from keras import ops
 
+from keras_routing.layers.conditional import cond_with_state
+
 
 def is_traced(x):
     """Whether ``x`` is a tensor being traced into a compiled function (shapes must be static)."""
@@ -84,9 +86,16 @@ def sparse_exact(experts, inputs, gates, call_expert, output_shape):
     return total, gates
 
 
-def sparse_capacity(experts, inputs, gates, call_expert, output_shape, capacity_per_expert):
+def sparse_capacity(
+    experts, inputs, gates, call_expert, output_shape, capacity_per_expert, skip_unused=False
+):
     """Each expert on at most ``capacity_per_expert`` examples, its largest gates (see the module
-    docstring). Returns the output and the gates used (the kept, renormalised ones)."""
+    docstring). Returns the output and the gates used (the kept, renormalised ones).
+
+    ``skip_unused`` (inference): an expert that no example of the batch kept runs under a
+    conditional (``keras.ops.cond``: one branch executed under XLA and TF graphs, LiteRT's ``IF``)
+    that skips it, so that at batch 1 only the ``k`` chosen experts run, not all ``n`` at
+    capacity 1. Not in training: every expert runs there anyway at realistic batches."""
     inputs, gates = ops.convert_to_tensor(inputs), ops.convert_to_tensor(gates)
     batch = ops.shape(inputs)[0]
     shape = (batch,) + tuple(output_shape[1:])
@@ -108,7 +117,23 @@ def sparse_capacity(experts, inputs, gates, call_expert, output_shape, capacity_
     total = None
     for i, expert in enumerate(experts):
         indices = chosen[i]
-        outputs = call_expert(expert, ops.take(inputs, indices, axis=0))
+        selected = ops.take(inputs, indices, axis=0)
+        if skip_unused:
+            outputs = _run_if_kept(expert, selected, kept_columns[i], call_expert, output_shape)
+        else:
+            outputs = call_expert(expert, selected)
         values = _weighted(outputs, ops.take(used[:, i], indices, axis=0))
         total = _scatter_add(total, indices, values, shape)
     return total, used
+
+
+def _run_if_kept(expert, selected, kept, call_expert, output_shape):
+    """``call_expert(expert, selected)`` when any example kept this expert, zeros otherwise (their
+    weights are zero then: the zeros are never seen)."""
+    zeros_shape = (ops.shape(selected)[0],) + tuple(output_shape[1:])
+    return cond_with_state(
+        ops.any(ops.greater(kept, 0)),
+        lambda: call_expert(expert, selected),
+        lambda: ops.zeros(zeros_shape, selected.dtype),
+        expert,
+    )

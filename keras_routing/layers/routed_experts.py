@@ -336,7 +336,7 @@ class RoutedExperts(InferenceModes, keras.layers.Layer):
             batch = inputs.shape[0] if inputs.shape[0] is not None else ops.shape(inputs)[0]
             capacity = routed_dispatch.capacity(batch, self.k, len(self.experts), self.capacity_factor)
             outputs, used = routed_dispatch.sparse_capacity(
-                self.experts, inputs, gates, call_expert, output_shape, capacity
+                self.experts, inputs, gates, call_expert, output_shape, capacity, skip_unused=not training
             )
         else:
             outputs, used = routed_dispatch.sparse_exact(

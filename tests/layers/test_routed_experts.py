@@ -355,3 +355,33 @@ def test_omniglot_experts_agree_and_dispatch_reaches_every_expert():
     conv = make_expert("conv1x7_7x1", 4, name="c")
     conv.build((None, 6, 6, 5))
     assert [tuple(c.kernel.shape) for c in conv.convs] == [(1, 7, 5, 4), (7, 1, 4, 4)]
+
+
+class _Scale(keras.layers.Layer):
+    """An expert that multiplies by ``factor``, or returns NaN where ``factor`` is None."""
+
+    def __init__(self, factor, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, x):
+        return ops.log(ops.zeros_like(x) - 1.0) if self.factor is None else x * self.factor
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def test_at_batch_1_compiled_inference_runs_only_the_chosen_experts():
+    """Expert 2 returns NaN and is never chosen. At batch 1 every expert has capacity 1, so
+    without a conditional it would run on the example (gate 0) and 0 * NaN would reach the
+    output; the predict function (jit on JAX, tf.function on TF, eager on PyTorch) skips it."""
+    router = NoisyTopKRouter(3, 2, noisy=False, name="router")
+    layer = RoutedExperts([_Scale(2.0), _Scale(3.0), _Scale(None)], router, dispatch="sparse")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, layer(inputs))
+    w_gate = np.array([[1.0, 0.5, -100.0]] * 4, "float32")
+    router.w_gate.assign(w_gate)
+    x = np.array([[0.5, 1.0, 1.5, 2.0]], "float32")
+    gates = literal_gates(x @ w_gate, 2)
+    expected = x * (2.0 * gates[:, :1] + 3.0 * gates[:, 1:2])
+    np.testing.assert_allclose(to_numpy(model.predict_on_batch(x)), expected, rtol=1e-5)
