@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 from keras_routing.layers import NoisyTopKRouter, RoutedExperts
-from timing import compare
+from timing import compare, compare_models
 
 EXPERTS, FILTERS, SIZE = 8, 64, 16
 
@@ -60,20 +60,7 @@ def main():
     backend = keras.backend.backend()
     print(f"backend {backend}, {EXPERTS} conv3x3 experts, k=2, {SIZE}x{SIZE}x{FILTERS}, batch {args.batch}")
     for phase in ("train", "infer"):
-        if phase == "train":
-            timed = compare(
-                lambda: sparse.train_on_batch(x, y),
-                lambda: dense.train_on_batch(x, y),
-                args.repeats,
-                args.min_seconds,
-            )
-        else:
-            timed = compare(
-                lambda: sparse.predict_on_batch(x),
-                lambda: dense.predict_on_batch(x),
-                args.repeats,
-                args.min_seconds,
-            )
+        timed = compare_models(phase, sparse, dense, x, y, args.repeats, args.min_seconds)
         sparse_t, dense_t = timed
         print(
             f"  {phase} batch {args.batch}: sparse {1e3 * sparse_t:.2f} ms, dense {1e3 * dense_t:.2f} ms, "

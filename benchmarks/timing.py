@@ -28,6 +28,21 @@ def compare(candidate, baseline, repeats, min_seconds, warmup=3):
     return statistics.median(times[0]), statistics.median(times[1])
 
 
+def compare_models(phase, candidate, baseline, x, y, repeats, min_seconds):
+    """``compare`` of two Keras models' ``train_on_batch(x, y)`` (``phase="train"``) or
+    ``predict_on_batch(x)`` (otherwise)."""
+    if phase == "train":
+        return compare(
+            lambda: candidate.train_on_batch(x, y),
+            lambda: baseline.train_on_batch(x, y),
+            repeats,
+            min_seconds,
+        )
+    return compare(
+        lambda: candidate.predict_on_batch(x), lambda: baseline.predict_on_batch(x), repeats, min_seconds
+    )
+
+
 def litert_invoker(path, threads, image):
     """A call that runs the LiteRT model at ``path`` once on ``image``, in one interpreter."""
     from ai_edge_litert.interpreter import Interpreter

@@ -20,7 +20,7 @@ import keras
 import keras_routing
 from keras_routing import zoo
 from mixing import expert_kernel_shapes, mixing_seconds
-from timing import compare
+from timing import compare_models
 
 TRAIN_TARGET, INFER_TARGET = 1.5, 1.2
 
@@ -55,20 +55,8 @@ def main():
         madds = keras_routing.profile(cond).madds / keras_routing.profile(plain).madds
         x = rng.uniform(-1, 1, (batch, *shape)).astype("float32")
         y = rng.integers(0, 1000, (batch,))
-        if phase == "train":
-            timed = compare(
-                lambda: cond.train_on_batch(x, y),
-                lambda: plain.train_on_batch(x, y),
-                args.repeats,
-                args.min_seconds,
-            )
-        else:
-            timed = compare(
-                lambda: cond.predict_on_batch(x),
-                lambda: plain.predict_on_batch(x),
-                args.repeats,
-                args.min_seconds,
-            )
+        timed = compare_models(phase, cond, plain, x, y, args.repeats, args.min_seconds)
+        if phase != "train":
             floor = (
                 mixing_seconds(cond, args.repeats, args.min_seconds),
                 timed[1],
