@@ -20,7 +20,7 @@ import numpy as np
 import keras
 from keras_routing.layers import CondConv2D, CondDepthwiseConv2D
 from mixing import mixing_seconds
-from timing import compare
+from timing import compare_models
 
 SHAPE = (14, 14, 256)
 EXPERTS = 8
@@ -76,17 +76,11 @@ def main():
         for strategy in args.strategies.split(","):
             plain, cond = model_of(make_plain()), model_of(make_cond(strategy))
             train_y = np.zeros((32, *plain.output_shape[1:]), "float32")
-            cond_train, plain_train = compare(
-                lambda: cond.train_on_batch(train_x, train_y),
-                lambda: plain.train_on_batch(train_x, train_y),
-                args.repeats,
-                args.min_seconds,
+            cond_train, plain_train = compare_models(
+                "train", cond, plain, train_x, train_y, args.repeats, args.min_seconds
             )
-            cond_infer, plain_infer = compare(
-                lambda: cond.predict_on_batch(infer_x),
-                lambda: plain.predict_on_batch(infer_x),
-                args.repeats,
-                args.min_seconds,
+            cond_infer, plain_infer = compare_models(
+                "infer", cond, plain, infer_x, None, args.repeats, args.min_seconds
             )
             floor = 1 + mixing_seconds(cond, args.repeats, args.min_seconds) / plain_infer
             train_ratio, infer_ratio = cond_train / plain_train, cond_infer / plain_infer

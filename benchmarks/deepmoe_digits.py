@@ -31,9 +31,14 @@ from keras_routing.zoo import deepmoe_resnet, resnet_baseline
 from keras_routing.zoo.deepmoe import gate_values
 
 
+def first_output(outputs):
+    """The class predictions of a model's outputs (a ``DeepMoETask`` with an embedding
+    classifier also returns the embedding's)."""
+    return np.asarray(outputs[0] if isinstance(outputs, (list, tuple)) else outputs)
+
+
 def _predictions(model, x):
-    out = model.predict(x, batch_size=256, verbose=0)
-    return out[0] if isinstance(out, (list, tuple)) else out
+    return first_output(model.predict(x, batch_size=256, verbose=0))
 
 
 def train(model, x, y, epochs, callbacks=()):

@@ -11,7 +11,7 @@ close about half of the channels on every example; a trained model's share depen
 lambda. Pruning (``prune_gated_channels(threshold=0)``) and realised multiply-adds use
 ``--examples`` of those images; the pruned model's predictions are checked against the gated
 model's on them. Latency: one image, the models' compiled ``predict_on_batch`` timed in
-alternation (``timing.compare``: ``--repeats`` rounds, each the mean of calls filling
+alternation (``timing.medians``: ``--repeats`` rounds, each the mean of calls filling
 ``--min-seconds``; medians), so the ratios are from one process.
 """
 
@@ -23,8 +23,9 @@ import keras
 import numpy as np
 
 import keras_routing
+from deepmoe_digits import first_output
 from keras_routing.zoo import deepmoe_resnet, resnet_baseline
-from timing import litert_invoker, per_call_seconds
+from timing import litert_invoker, medians
 
 
 def _images(count, size, weights):
@@ -36,27 +37,11 @@ def _images(count, size, weights):
     return np.random.default_rng(0).uniform(size=(count, size, size, 3)).astype("float32")
 
 
-def _first(outputs):
-    return np.asarray(outputs[0] if isinstance(outputs, (list, tuple)) else outputs)
-
-
 def _baseline(model, depth):
     """The plain ResNet of the same depth and input (the gated model's widths before widening)."""
     shape = model.output_shape
     classes = (shape[0] if isinstance(shape, list) else shape)[-1]
     return resnet_baseline(depth, input_shape=model.input_shape[1:], classes=classes)
-
-
-def median_times(calls, repeats, min_seconds):
-    """``{name: median seconds per call}``, the calls interleaved round by round."""
-    for call in calls.values():
-        call()
-        call()
-    rounds = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            rounds[name].append(per_call_seconds(call, min_seconds))
-    return {name: float(np.median(values)) for name, values in rounds.items()}
 
 
 def main():
@@ -78,7 +63,7 @@ def main():
     data = _images(args.examples, model.input_shape[1], args.weights)
     pruned = keras_routing.prune_gated_channels(model, data)
     difference = np.max(
-        np.abs(_first(pruned.predict(data, verbose=0)) - _first(model.predict(data, verbose=0)))
+        np.abs(first_output(pruned.predict(data, verbose=0)) - first_output(model.predict(data, verbose=0)))
     )
     plain = _baseline(model, args.depth)
     one = data[:1]
@@ -91,7 +76,7 @@ def main():
                     candidate, pathlib.Path(folder) / f"{name}.tflite", "litert", batch_size=1
                 )
                 calls[f"litert {name}"] = litert_invoker(path, args.threads, one)
-        latency = median_times(calls, args.repeats, args.min_seconds)
+        latency = medians(calls, args.repeats, args.min_seconds, warmup=2)
     print(
         f"backend {keras.backend.backend()}, {model.name}, input {model.input_shape[1]}, "
         f"{len(data)} examples, max |pruned - gated| {difference:.1e}; batch-1 median of {args.repeats} rounds"

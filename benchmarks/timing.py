@@ -15,17 +15,23 @@ def per_call_seconds(fn, min_seconds):
             return elapsed / calls
 
 
-def compare(candidate, baseline, repeats, min_seconds, warmup=3):
-    """Median seconds per call of each, timed in alternation (machine noise hits both alike);
-    warm-up calls compile first."""
-    for fn in (candidate, baseline):
+def medians(calls, repeats, min_seconds, warmup=3):
+    """``{name: median seconds per call}`` of each call in ``calls`` (a dict), timed in
+    alternation round by round (machine noise hits all alike); warm-up calls compile first."""
+    for fn in calls.values():
         for _ in range(warmup):
             fn()
-    times = {0: [], 1: []}
+    rounds = {name: [] for name in calls}
     for _ in range(repeats):
-        for index, fn in enumerate((candidate, baseline)):
-            times[index].append(per_call_seconds(fn, min_seconds))
-    return statistics.median(times[0]), statistics.median(times[1])
+        for name, fn in calls.items():
+            rounds[name].append(per_call_seconds(fn, min_seconds))
+    return {name: statistics.median(values) for name, values in rounds.items()}
+
+
+def compare(candidate, baseline, repeats, min_seconds, warmup=3):
+    """``medians`` of two calls: ``(candidate seconds, baseline seconds)``."""
+    timed = medians({"candidate": candidate, "baseline": baseline}, repeats, min_seconds, warmup)
+    return timed["candidate"], timed["baseline"]
 
 
 def compare_models(phase, candidate, baseline, x, y, repeats, min_seconds):

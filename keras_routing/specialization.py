@@ -1,7 +1,7 @@
 """Expert specialization under hard (top-k) routing: the routing paper's Fig. 4.
 
     weights, labels = analysis.routing_weights(model, test_batches)   # {router: (N, experts)}
-    choices = expert_choices(weights["router"], labels)
+    choices = expert_choices(weights["routed/router"], labels)   # a router held by layer "routed"
     plot_expert_choices(choices, "fig4.png")
 
 An expert is *chosen* for an example where its gate is non-zero (a ``NoisyTopKRouter`` gives
